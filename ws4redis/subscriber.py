@@ -1,0 +1,143 @@
+"""``RedisSubscriber``: one WebSocket's view of its Redis channels.
+
+Replace it with ``WS4REDIS_SUBSCRIBER`` to add channels of your own: subclass it, call the
+parent's :meth:`RedisSubscriber.set_pubsub_channels`, then :meth:`RedisSubscriber.subscribe`
+to more channel keys.  All subscribers of a worker process share one Redis pub/sub connection
+(the hub); a subscriber receives the messages of its channels in an inbox that the WebSocket
+loop drains.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+from ws4redis import settings
+from ws4redis.redis_store import SELF, RedisMessage, RedisStore, audience_channels
+
+if TYPE_CHECKING:
+    import redis
+    from django.http import HttpRequest
+
+    from ws4redis.hub import PubSubHub
+
+#: The URL flags that subscribe, in the order their channels are looked up for persisted copies.
+SUBSCRIBE_FLAGS = ("subscribe-session", "subscribe-group", "subscribe-user", "subscribe-broadcast")
+PUBLISH_FLAGS = ("publish-session", "publish-group", "publish-user", "publish-broadcast")
+
+
+class RedisSubscriber(RedisStore):
+    """Subscriber class, used by the WebSocket loop to listen on its channels."""
+
+    subscription_channels = SUBSCRIBE_FLAGS
+    publish_channels_flags = PUBLISH_FLAGS
+
+    def __init__(self, connection: redis.Redis | None = None) -> None:
+        super().__init__(connection)
+        self._subscriptions: list[str] = []
+        self._inbox: deque[tuple[str, bytes, bytes | None]] = deque()
+        self._hub: PubSubHub | None = None
+        self._wake: Callable[[], None] = _nothing
+        self._max_pending = settings.get("WS4REDIS_MAX_PENDING_MESSAGES")
+        self.overflowed = False
+
+    def attach(self, hub: PubSubHub, wake: Callable[[], None]) -> None:
+        """Connect this subscriber to the process's hub; ``wake`` is called on each delivery."""
+        self._hub = hub
+        self._wake = wake
+
+    @property
+    def subscriptions(self) -> list[str]:
+        """The channel keys this subscriber listens on."""
+        return list(self._subscriptions)
+
+    def set_pubsub_channels(self, request: HttpRequest, channels: Iterable[str]) -> None:
+        """Initialize the channels used for publishing and subscribing messages.
+
+        ``channels`` are the URL flags that survived ``WS4REDIS_ALLOWED_CHANNELS``; the facility
+        is the request path after ``WEBSOCKET_URL``.
+        """
+        flags = set(channels)
+        facility = facility_of(request)
+
+        def for_flags(kind: str) -> list[str]:
+            return audience_channels(
+                facility,
+                broadcast=f"{kind}-broadcast" in flags,
+                users=[SELF] if f"{kind}-user" in flags else [],
+                groups=[SELF] if f"{kind}-group" in flags else [],
+                sessions=[SELF] if f"{kind}-session" in flags else [],
+                request=request,
+            )
+
+        self._publishers = for_flags("publish")
+        self.subscribe(for_flags("subscribe"))
+
+    def subscribe(self, channels: Iterable[str]) -> None:
+        """Listen on more channel keys (full keys, prefix included)."""
+        channels = [c for c in channels if c not in self._subscriptions]
+        if self._hub is None:
+            raise RuntimeError("RedisSubscriber.attach() must be called before subscribing")
+        self._hub.subscribe(self, channels)
+        self._subscriptions.extend(channels)
+
+    def deliver(self, channel: str, payload: bytes, frame: bytes | None) -> None:
+        """Take a message from the hub (called by the hub, never blocks)."""
+        if len(self._inbox) >= self._max_pending:
+            self.overflowed = True
+        else:
+            self._inbox.append((channel, payload, frame))
+        self._wake()
+
+    def next_delivery(self) -> tuple[str, bytes, bytes | None] | None:
+        """Pop the oldest delivered ``(channel, payload, frame)``, or ``None``."""
+        return self._inbox.popleft() if self._inbox else None
+
+    def parse_response(self) -> list[bytes] | None:
+        """Pop the oldest delivered message as a pub/sub response ``[b"message", channel, data]``.
+
+        Returns ``None`` when nothing is waiting.  A subclass may override this to filter or
+        rewrite messages; the loop then sends what it returns.
+        """
+        item = self.next_delivery()
+        if item is None:
+            return None
+        return [b"message", item[0].encode("utf-8"), item[1]]
+
+    def get_file_descriptor(self) -> int | None:
+        """The file descriptor of the process's shared Redis pub/sub connection, if connected."""
+        connection = getattr(self._hub, "_connection", None)
+        sock = getattr(connection, "_sock", None)
+        return sock.fileno() if sock is not None else None
+
+    def send_persisted_messages(self, websocket: Any) -> None:
+        """Send the persisted copies of this subscriber's channels right after connecting."""
+        if not settings.get("WS4REDIS_EXPIRE") or not self._subscriptions:
+            return
+        for value in self._connection.mget(self._subscriptions):
+            message = RedisMessage(value) if value is not None else None
+            if message is not None:
+                websocket.send(message)
+
+    def send_persited_messages(self, websocket: Any) -> None:
+        """The old, misspelt name of :meth:`send_persisted_messages`."""
+        self.send_persisted_messages(websocket)
+
+    def release(self) -> None:
+        """Free this WebSocket's subscriptions (the hub unsubscribes unused channels)."""
+        if self._hub is not None and self._subscriptions:
+            self._hub.unsubscribe(self, self._subscriptions)
+        self._subscriptions = []
+        self._inbox.clear()
+
+
+def facility_of(request: HttpRequest) -> str:
+    """The facility a WebSocket request addresses: its path after ``WEBSOCKET_URL``."""
+    path = request.path_info
+    prefix = settings.get("WEBSOCKET_URL")
+    return path[len(prefix) :] if path.startswith(prefix) else path.lstrip("/")
+
+
+def _nothing() -> None:
+    return None

@@ -1,0 +1,394 @@
+"""The WebSocket loop, written once for every server that runs it.
+
+A server binding (uWSGI under gevent, or the development server on threads) subclasses
+:class:`WebSocketServer`, names its :class:`~ws4redis.runtime.Runtime` and implements
+:meth:`WebSocketServer.upgrade`.  A WebSocket request then goes through these steps:
+
+1. check the opening handshake and the ``Origin`` (HTTP 400/403/405/426 when wrong);
+2. build the Django request with its session and user (``WS4REDIS_PROCESS_REQUEST``);
+3. negotiate channels from the URL flags (``WS4REDIS_ALLOWED_CHANNELS``; 403 on refusal);
+4. subscribe through the process's hub, *before* the 101 (503 when Redis is unreachable);
+5. upgrade, send persisted messages, pump frames both ways until either side closes;
+6. release the subscriptions, whatever happened.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
+from urllib.parse import parse_qsl, urlsplit
+
+import redis
+from django.conf import settings as django_settings
+from django.core.exceptions import PermissionDenied
+from django.core.handlers.wsgi import WSGIRequest
+from django.http import HttpRequest
+
+from ws4redis import settings
+from ws4redis.auth import default_process_request
+from ws4redis.exceptions import HandshakeError, HandshakeForbidden, ProtocolError
+from ws4redis.hub import get_hub
+from ws4redis.redis_store import RedisMessage, is_heartbeat
+from ws4redis.runtime import Runtime
+from ws4redis.subscriber import PUBLISH_FLAGS, SUBSCRIBE_FLAGS, RedisSubscriber
+from ws4redis.websocket import (
+    Close,
+    CloseCode,
+    Handshake,
+    Message,
+    Ping,
+    WebSocketProtocol,
+    check_handshake,
+    encode_close,
+    encode_message,
+    select_subprotocol,
+)
+
+__all__ = ["WebSocketServer", "WebsocketWSGIServer", "default_process_request", "parse_channels"]
+
+logger = logging.getLogger("ws4redis")
+
+KNOWN_FLAGS = frozenset((*SUBSCRIBE_FLAGS, *PUBLISH_FLAGS, "echo"))
+#: Seconds to wait for the peer's close frame after we sent ours.
+CLOSE_TIMEOUT = 2.0
+RECV_SIZE = 65536
+
+
+class Transport(Protocol):
+    """The raw connection after the 101, as a binding provides it."""
+
+    def recv(self, size: int) -> bytes:
+        """Read up to ``size`` bytes; ``b""`` when the peer has gone."""
+
+    def sendall(self, data: bytes) -> None:
+        """Write all of ``data``."""
+
+    def set_timeout(self, seconds: float | None) -> None:
+        """Bound later ``recv`` calls to ``seconds`` (``None``: wait forever)."""
+
+    def shutdown(self) -> None:
+        """End the connection in both directions, waking a blocked ``recv``."""
+
+
+def parse_channels(query_string: str) -> list[str]:
+    """The URL flags of a WebSocket URL, in both spellings the documentation uses.
+
+    ``subscribe-broadcast&publish-user&echo`` and ``subscribe=broadcast,user&publish=user``
+    both work; unknown flags are dropped.
+    """
+    flags: list[str] = []
+    for key, value in parse_qsl(query_string, keep_blank_values=True):
+        names = [f"{key}-{v.strip()}" for v in value.split(",")] if value else [key]
+        flags.extend(name for name in names if name in KNOWN_FLAGS and name not in flags)
+    return flags
+
+
+def origin_allowed(origin: str | None, host: str | None) -> bool:
+    """Whether a handshake with this ``Origin`` may open a WebSocket on ``host``.
+
+    No ``Origin`` (a non-browser client) is allowed.  Otherwise the origin must be the
+    request's own host, or be listed in ``WS4REDIS_ALLOWED_ORIGINS`` (``["*"]`` allows every
+    origin); when that setting is ``None``, ``CSRF_TRUSTED_ORIGINS`` is the list.
+    """
+    if origin is None:
+        return True
+    allowed = settings.get("WS4REDIS_ALLOWED_ORIGINS")
+    if allowed is None:
+        allowed = tuple(getattr(django_settings, "CSRF_TRUSTED_ORIGINS", ()))
+    if "*" in allowed:
+        return True
+    parts = urlsplit(origin.strip().lower())
+    if not parts.scheme or not parts.netloc:
+        return False
+    if host and parts.netloc == host.strip().lower():
+        return True
+    return any(_origin_matches(parts.scheme, parts.netloc, entry.lower()) for entry in allowed)
+
+
+def _origin_matches(scheme: str, netloc: str, entry: str) -> bool:
+    entry_parts = urlsplit(entry)
+    if entry_parts.scheme != scheme:
+        return False
+    pattern = entry_parts.netloc
+    if pattern.startswith("*."):
+        return netloc.endswith(pattern[1:]) or netloc == pattern[2:]
+    return netloc == pattern
+
+
+def _resolved(name: str) -> Any:
+    return settings.get(name)
+
+
+class WebSocketServer:
+    """Serve WebSocket requests as a WSGI application; subclassed by each server binding."""
+
+    runtime: Runtime
+
+    def __init__(self, redis_connection: redis.Redis | None = None) -> None:
+        import django
+        from django.apps import apps
+
+        if not apps.ready:
+            django.setup()  # the documented wsgi_websocket.py does not call it
+        self._redis = redis_connection
+
+    @property
+    def redis(self) -> redis.Redis:
+        """The client used to publish and to read persisted messages."""
+        if self._redis is None:
+            from ws4redis.connection import make_client
+
+            self._redis = make_client(runtime=self.runtime)
+        return self._redis
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        wake = self.runtime.event()
+        try:
+            handshake, request, subscriber = self.accept(environ, wake)
+        except HandshakeError as exc:
+            logger.info("WebSocket handshake refused (%s): %s", exc.status, exc.reason)
+            return self.refuse(start_response, exc)
+        except Exception:
+            logger.exception("WebSocket handshake failed")
+            return self.refuse(start_response, HandshakeError("Internal server error", status=500))
+        try:
+            transport = self.upgrade(environ, start_response, handshake, select_subprotocol(handshake.protocols))
+        except Exception:
+            subscriber.release()
+            logger.exception("WebSocket upgrade failed")
+            return []
+        try:
+            echo = "echo" in self._channels_of(request)
+            Pump(transport, subscriber, self.runtime, wake, echo=echo).run()
+        finally:
+            subscriber.release()
+            self.release_transport(transport)
+        return self.after_close()
+
+    # -- the steps --------------------------------------------------------------------------
+
+    def accept(self, environ: dict[str, Any], wake: Any) -> tuple[Handshake, HttpRequest, RedisSubscriber]:
+        """Steps 1–4: check, build the request, negotiate channels, subscribe."""
+        handshake = check_handshake(environ)
+        if not origin_allowed(handshake.origin, handshake.host):
+            raise HandshakeForbidden("Origin not allowed")
+        request = WSGIRequest(environ)
+        try:
+            _resolved("WS4REDIS_PROCESS_REQUEST")(request)
+            channels = self.negotiate_channels(request)
+        except PermissionDenied:
+            raise HandshakeForbidden("Not allowed to open this WebSocket") from None
+        request.ws4redis_channels = channels  # type: ignore[attr-defined]
+        subscriber = _resolved("WS4REDIS_SUBSCRIBER")(self.redis)
+        subscriber.attach(get_hub(self.runtime), wake.set)
+        subscriber.set_pubsub_channels(request, channels)
+        return handshake, request, subscriber
+
+    def negotiate_channels(self, request: HttpRequest) -> list[str]:
+        """The URL flags, filtered by ``WS4REDIS_ALLOWED_CHANNELS`` when set.
+
+        The callback returns the allowed flags; returning ``None`` keeps them all, raising
+        ``PermissionDenied`` refuses the handshake with HTTP 403.
+        """
+        channels = parse_channels(request.META.get("QUERY_STRING", ""))
+        allowed_channels = _resolved("WS4REDIS_ALLOWED_CHANNELS")
+        if allowed_channels is not None:
+            allowed = allowed_channels(request, channels)
+            if allowed is not None:
+                allowed = set(allowed)
+                channels = [c for c in channels if c in allowed]
+        return channels
+
+    @staticmethod
+    def _channels_of(request: HttpRequest) -> list[str]:
+        return getattr(request, "ws4redis_channels", [])
+
+    def refuse(self, start_response: Callable[..., Any], error: HandshakeError) -> list[bytes]:
+        """Answer a refused handshake with its status and one-line reason."""
+        body = (error.reason + "\n").encode("utf-8")
+        headers = [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))]
+        start_response(error.status_line, headers + error.headers)
+        return [body]
+
+    # -- what a binding provides ------------------------------------------------------------
+
+    def upgrade(
+        self,
+        environ: dict[str, Any],
+        start_response: Callable[..., Any],
+        handshake: Handshake,
+        subprotocol: str | None,
+    ) -> Transport:
+        """Send the 101 response and return the raw connection."""
+        raise NotImplementedError
+
+    def release_transport(self, transport: Transport) -> None:
+        """Give the connection back to the server once the WebSocket is over."""
+
+    def after_close(self) -> Iterable[bytes]:
+        """What the WSGI application returns after the WebSocket ended (no HTTP body)."""
+        return []
+
+
+#: The name this class had in ws4redis 0.5.
+WebsocketWSGIServer = WebSocketServer
+
+
+class Pump:
+    """Move frames between one client and its subscriber until either side closes.
+
+    The calling task reads from the client; a second task writes everything the client
+    receives (persisted messages, messages from Redis, pongs, heartbeats, the close frame),
+    so only one task ever writes to the socket.
+    """
+
+    def __init__(self, transport: Transport, subscriber: RedisSubscriber, runtime: Runtime, wake: Any, *, echo: bool) -> None:
+        self._transport = transport
+        self._subscriber = subscriber
+        self._runtime = runtime
+        self._wake = wake
+        self._echo = echo
+        self._protocol = WebSocketProtocol(max_message_size=settings.get("WS4REDIS_MAX_MESSAGE_SIZE"))
+        heartbeat = settings.get("WS4REDIS_HEARTBEAT")
+        self._heartbeat_frame = encode_message(heartbeat) if heartbeat else None
+        self._heartbeat_interval = settings.get("WS4REDIS_HEARTBEAT_INTERVAL")
+        self._direct = type(subscriber).parse_response is RedisSubscriber.parse_response
+        self._outbox: list[bytes] = []
+        self._close_frame: bytes | None = None
+        self._last_published: bytes | None = None
+        self._finished = False
+        self._reader_done = runtime.event()
+
+    def run(self) -> None:
+        """Serve the connection until it is closed."""
+        writer = self._runtime.spawn(self._write_loop)
+        try:
+            self._subscriber.send_persisted_messages(self)
+            self._read_loop()
+        except redis.exceptions.RedisError as exc:
+            logger.warning("Reading persisted messages failed: %s", exc)
+            self.close(CloseCode.TRY_AGAIN_LATER, "Redis unavailable")
+        except OSError as exc:
+            logger.debug("WebSocket connection lost: %s", exc)
+        finally:
+            self._finished = True
+            self._reader_done.set()
+            self._wake.set()
+            writer.join(CLOSE_TIMEOUT)
+
+    # the API the subscriber sees (``send_persisted_messages(websocket)``)
+
+    def send(self, message: bytes | str) -> None:
+        """Queue a message for the client."""
+        self._outbox.append(encode_message(message))
+        self._wake.set()
+
+    @property
+    def closed(self) -> bool:
+        """Whether a close frame was queued."""
+        return self._close_frame is not None
+
+    def close(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
+        """Queue the close frame; nothing is written after it."""
+        if self._close_frame is None:
+            self._close_frame = self._protocol.send_close(code, reason)
+            self._wake.set()
+
+    # reading
+
+    def _read_loop(self) -> None:
+        while True:
+            data = self._transport.recv(RECV_SIZE)
+            if not data:
+                logger.debug("WebSocket client went away without a close frame")
+                return
+            try:
+                events = self._protocol.receive_data(data)
+            except ProtocolError as exc:
+                logger.info("Closing WebSocket with %s: %s", exc.close_code, exc.reason)
+                self.close(exc.close_code, exc.reason)
+                return self._await_peer_close()
+            for event in events:
+                if isinstance(event, Message):
+                    self._on_message(event.payload)
+                elif isinstance(event, Ping):
+                    self._outbox.append(self._protocol.pong_for(event))
+                    self._wake.set()
+                elif isinstance(event, Close):
+                    logger.debug("WebSocket closed by the client (%s %s)", event.code, event.reason)
+                    self._outbox.clear()
+                    self.close(event.code or CloseCode.NORMAL)
+                    return
+            if self._close_frame is not None:
+                return self._await_peer_close()
+
+    def _on_message(self, payload: bytes) -> None:
+        if is_heartbeat(payload) or not self._subscriber.publish_channels:
+            return
+        self._last_published = payload
+        try:
+            self._subscriber.publish_message(RedisMessage(payload))
+        except redis.exceptions.RedisError as exc:
+            logger.warning("Publishing a client message failed: %s", exc)
+            self.close(CloseCode.TRY_AGAIN_LATER, "Redis unavailable")
+
+    def _await_peer_close(self) -> None:
+        self._transport.set_timeout(CLOSE_TIMEOUT)
+        try:
+            while not self._protocol.closed_by_peer:
+                data = self._transport.recv(RECV_SIZE)
+                if not data:
+                    return
+                self._protocol.receive_data(data)
+        except (OSError, ProtocolError):
+            return
+
+    # writing
+
+    def _write_loop(self) -> None:
+        try:
+            while not self._write_once():
+                pass
+        except OSError as exc:
+            logger.debug("Writing to a WebSocket failed: %s", exc)
+            self._transport.shutdown()
+            return
+        if not self._reader_done.wait(CLOSE_TIMEOUT):
+            self._transport.shutdown()  # the client never answered our close frame
+
+    def _write_once(self) -> bool:
+        """Write what is pending; True once the close frame is out or the reader is gone."""
+        woken = self._wake.wait(self._heartbeat_interval)
+        self._wake.clear()
+        chunks = self._take_pending()
+        if not chunks and not woken and self._heartbeat_frame and self._close_frame is None:
+            chunks.append(self._heartbeat_frame)
+        if self._subscriber.overflowed and self._close_frame is None:
+            logger.warning("Closing a WebSocket whose client reads too slowly")
+            self.close(CloseCode.POLICY_VIOLATION, "client too slow")
+        if self._close_frame is not None:
+            chunks.append(self._close_frame)
+        if chunks:
+            self._transport.sendall(b"".join(chunks))
+        return self._close_frame is not None or self._finished
+
+    def _take_pending(self) -> list[bytes]:
+        chunks, self._outbox = self._outbox, []
+        if self._close_frame is not None:
+            return chunks
+        subscriber = self._subscriber
+        while True:
+            if self._direct:
+                item = subscriber.next_delivery()
+                if item is None:
+                    break
+                payload, frame = item[1], item[2]
+            else:
+                response = subscriber.parse_response()
+                if response is None:
+                    break
+                payload, frame = response[2], None
+            if self._echo or payload != self._last_published:
+                chunks.append(frame or encode_message(payload))
+        return chunks

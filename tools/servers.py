@@ -84,8 +84,19 @@ class RedisServer:
     def start(self) -> RedisServer:
         """Start the server and wait until it answers."""
         args = [
-            self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-            "--appendonly", "no", "--dir", str(self.workdir), "--maxclients", "10000",
+            self.binary,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(self.workdir),
+            "--maxclients",
+            "10000",
         ]
         log = open(self.workdir / "redis.log", "ab")
         self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
@@ -160,7 +171,11 @@ class UwsgiServer:
         """Start uWSGI and wait until its port accepts connections."""
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
-            self.args, cwd=self.cwd, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            self.args,
+            cwd=self.cwd,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         wait_until(self._listening, timeout, f"uWSGI on port {self.port} (log: {self.log_path})")

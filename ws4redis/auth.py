@@ -78,7 +78,9 @@ def default_process_request(request: HttpRequest) -> None:
     request.user = session_user(request.session)
 
 
-def store_user_in_session(sender: Any, request: HttpRequest | None, user: Any, **kwargs: Any) -> None:
+def store_user_in_session(
+    sender: Any, request: HttpRequest | None, user: Any, **kwargs: Any
+) -> None:
     """``user_logged_in`` handler: keep what the WebSocket loop needs in the session."""
     if request is None or not hasattr(request, "session"):
         return

@@ -6,12 +6,11 @@
     ├── HandshakeError                  refuse the opening handshake: carries HTTP status,
     │   │                               one-line reason and extra response headers
     │   ├── UpgradeRequiredError        426, unsupported Sec-WebSocket-Version
-    │   ├── HandshakeForbidden          403, Origin not allowed or the hooks said no
-    │   └── ServiceUnavailable          503, Redis cannot be reached
-    ├── ProtocolError                   fail an open connection: carries the close code
-    │   ├── InvalidUTF8Error            1007
-    │   └── MessageTooBigError          1009
-    └── ConnectionClosed                the peer closed or went away (not an error to log)
+    │   ├── ForbiddenError          403, Origin not allowed or the hooks said no
+    │   └── RedisUnavailableError          503, Redis cannot be reached
+    └── ProtocolError                   fail an open connection: carries the close code
+        ├── InvalidUTF8Error            1007
+        └── MessageTooBigError          1009
 
 Bindings turn these into replies from their data alone: ``status``, ``reason`` and ``headers``
 for a handshake error, ``close_code`` and ``reason`` for a protocol error.  Reasons are short,
@@ -60,14 +59,14 @@ class UpgradeRequiredError(HandshakeError):
         super().__init__(reason, headers=[("Sec-WebSocket-Version", "13")])
 
 
-class HandshakeForbidden(HandshakeError):
+class ForbiddenError(HandshakeError):
     """The handshake is not allowed: a foreign Origin or a ``PermissionDenied`` (HTTP 403)."""
 
     status = 403
     default_reason = "Forbidden"
 
 
-class ServiceUnavailable(HandshakeError):
+class RedisUnavailableError(HandshakeError):
     """Redis cannot be reached, so no subscription can be made (HTTP 503)."""
 
     status = 503
@@ -105,15 +104,6 @@ class MessageTooBigError(ProtocolError):
 
     def __init__(self, reason: str = "message too big") -> None:
         super().__init__(reason)
-
-
-class ConnectionClosed(WebSocketError):
-    """The peer closed the WebSocket, or its TCP connection went away."""
-
-    def __init__(self, code: int | None = None, reason: str = "") -> None:
-        self.code = code
-        self.reason = reason
-        super().__init__(f"connection closed ({code})")
 
 
 _STATUS_PHRASES = {

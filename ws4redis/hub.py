@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 import redis
 
-from ws4redis.exceptions import ServiceUnavailable
+from ws4redis.exceptions import RedisUnavailableError
 from ws4redis.runtime import Runtime
 from ws4redis.websocket import encode_message
 
@@ -65,7 +65,7 @@ class PubSubHub:
     def subscribe(self, listener: Listener, channels: Iterable[str]) -> None:
         """Add ``listener`` to ``channels`` and wait until Redis confirms the subscriptions.
 
-        Raises :class:`~ws4redis.exceptions.ServiceUnavailable` when Redis cannot be reached.
+        Raises :class:`~ws4redis.exceptions.RedisUnavailableError` when Redis cannot be reached.
         """
         channels = list(dict.fromkeys(channels))
         if not channels:
@@ -78,7 +78,7 @@ class PubSubHub:
             if new:
                 self._send("SUBSCRIBE", new)
             self._wait_acknowledged(channels)
-        except ServiceUnavailable:
+        except RedisUnavailableError:
             self.unsubscribe(listener, channels)
             raise
 
@@ -96,7 +96,7 @@ class PubSubHub:
         if gone and self._connection is not None:
             try:
                 self._send("UNSUBSCRIBE", gone)
-            except ServiceUnavailable:
+            except RedisUnavailableError:
                 pass  # the reconnect subscribes only to channels that still have listeners
 
     @property
@@ -123,7 +123,7 @@ class PubSubHub:
             if self._connection is not None:
                 return
             if self._reader is not None:
-                raise ServiceUnavailable()  # the reader is reconnecting: fail fast
+                raise RedisUnavailableError()  # the reader is reconnecting: fail fast
             self._connection = self._connect()
             self._reader = self._runtime.spawn(self._read_forever)
 
@@ -134,13 +134,13 @@ class PubSubHub:
         except REDIS_ERRORS as exc:
             logger.warning("Redis pub/sub connection failed: %s", exc)
             connection.disconnect()
-            raise ServiceUnavailable() from exc
+            raise RedisUnavailableError() from exc
         return connection
 
     def _send(self, command: str, channels: list[str]) -> None:
         connection = self._connection
         if connection is None:
-            raise ServiceUnavailable()
+            raise RedisUnavailableError()
         for channel in channels:
             if command == "SUBSCRIBE":
                 self._unacknowledged[channel] = self._unacknowledged.get(channel, 0) + 1
@@ -149,7 +149,7 @@ class PubSubHub:
                 connection.send_command(command, *channels, check_health=False)
         except REDIS_ERRORS as exc:
             logger.warning("Redis pub/sub command %s failed: %s", command, exc)
-            raise ServiceUnavailable() from exc
+            raise RedisUnavailableError() from exc
 
     def _wait_acknowledged(self, channels: list[str]) -> None:
         deadline = time.monotonic() + self._subscribe_timeout
@@ -159,7 +159,7 @@ class PubSubHub:
                 return
             left = deadline - time.monotonic()
             if self._connection is None or left <= 0:
-                raise ServiceUnavailable()
+                raise RedisUnavailableError()
             event.wait(left)
 
     # -- reader -----------------------------------------------------------------------------

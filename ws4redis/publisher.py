@@ -63,7 +63,9 @@ class RedisPublisher(RedisStore):
         that order: session, user, group, broadcast); the first message found is returned.
         """
         if audience not in FETCH_AUDIENCES:
-            raise ValueError(f"audience must be one of {', '.join(FETCH_AUDIENCES)}, not {audience!r}")
+            raise ValueError(
+                f"audience must be one of {', '.join(FETCH_AUDIENCES)}, not {audience!r}"
+            )
         for key in _fetch_keys(request, facility, audience):
             value = self._connection.get(key)
             if value is not None:

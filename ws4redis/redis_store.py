@@ -57,7 +57,9 @@ class RedisMessage(bytes):
         if isinstance(value, str):
             value = value.encode("utf-8")
         if not isinstance(value, (bytes, bytearray, memoryview)):
-            raise TypeError(f"A RedisMessage is built from str or bytes, not {type(value).__name__}")
+            raise TypeError(
+                f"A RedisMessage is built from str or bytes, not {type(value).__name__}"
+            )
         if is_heartbeat(value):
             return None  # type: ignore[return-value]
         return super().__new__(cls, value)
@@ -177,7 +179,9 @@ class RedisStore:
         """The channel keys this store publishes on."""
         return list(self._publishers)
 
-    def publish_message(self, message: RedisMessage | str | bytes | None, expire: int | None = None) -> int:
+    def publish_message(
+        self, message: RedisMessage | str | bytes | None, expire: int | None = None
+    ) -> int:
         """Publish ``message`` on every channel of this store, in one round trip to Redis.
 
         With ``expire`` seconds > 0 (default: ``WS4REDIS_EXPIRE``) the message is also persisted
@@ -187,7 +191,9 @@ class RedisStore:
         """
         return self.publish_messages([message], expire)
 
-    def publish_messages(self, messages: Iterable[RedisMessage | str | bytes | None], expire: int | None = None) -> int:
+    def publish_messages(
+        self, messages: Iterable[RedisMessage | str | bytes | None], expire: int | None = None
+    ) -> int:
         """Publish several messages, in order, on every channel in one round trip."""
         if expire is None:
             expire = settings.get("WS4REDIS_EXPIRE")

@@ -20,7 +20,9 @@ _MISSING = object()
 
 def _url(value: Any) -> str:
     if not isinstance(value, str) or not value.startswith("/"):
-        raise ImproperlyConfigured("WEBSOCKET_URL must be a path starting with '/', such as '/ws/'.")
+        raise ImproperlyConfigured(
+            "WEBSOCKET_URL must be a path starting with '/', such as '/ws/'."
+        )
     return value
 
 

@@ -80,4 +80,4 @@ class uWSGIWebSocketServer(WebSocketServer):  # noqa: N801 - the documented name
 
 
 #: The spelling of ws4redis 0.5 and earlier.
-uWSGIWebsocketServer = uWSGIWebSocketServer
+uWSGIWebsocketServer = uWSGIWebSocketServer  # noqa: N816

@@ -27,7 +27,7 @@ from django.http import HttpRequest
 
 from ws4redis import settings
 from ws4redis.auth import default_process_request
-from ws4redis.exceptions import HandshakeError, HandshakeForbidden, ProtocolError
+from ws4redis.exceptions import HandshakeError, ForbiddenError, ProtocolError
 from ws4redis.hub import get_hub
 from ws4redis.redis_store import RedisMessage, is_heartbeat
 from ws4redis.runtime import Runtime
@@ -40,7 +40,6 @@ from ws4redis.websocket import (
     Ping,
     WebSocketProtocol,
     check_handshake,
-    encode_close,
     encode_message,
     select_subprotocol,
 )
@@ -142,7 +141,9 @@ class WebSocketServer:
             self._redis = make_client(runtime=self.runtime)
         return self._redis
 
-    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+    def __call__(
+        self, environ: dict[str, Any], start_response: Callable[..., Any]
+    ) -> Iterable[bytes]:
         wake = self.runtime.event()
         try:
             handshake, request, subscriber = self.accept(environ, wake)
@@ -153,7 +154,9 @@ class WebSocketServer:
             logger.exception("WebSocket handshake failed")
             return self.refuse(start_response, HandshakeError("Internal server error", status=500))
         try:
-            transport = self.upgrade(environ, start_response, handshake, select_subprotocol(handshake.protocols))
+            transport = self.upgrade(
+                environ, start_response, handshake, select_subprotocol(handshake.protocols)
+            )
         except Exception:
             subscriber.release()
             logger.exception("WebSocket upgrade failed")
@@ -168,17 +171,19 @@ class WebSocketServer:
 
     # -- the steps --------------------------------------------------------------------------
 
-    def accept(self, environ: dict[str, Any], wake: Any) -> tuple[Handshake, HttpRequest, RedisSubscriber]:
+    def accept(
+        self, environ: dict[str, Any], wake: Any
+    ) -> tuple[Handshake, HttpRequest, RedisSubscriber]:
         """Steps 1–4: check, build the request, negotiate channels, subscribe."""
         handshake = check_handshake(environ)
         if not origin_allowed(handshake.origin, handshake.host):
-            raise HandshakeForbidden("Origin not allowed")
+            raise ForbiddenError("Origin not allowed")
         request = WSGIRequest(environ)
         try:
             _resolved("WS4REDIS_PROCESS_REQUEST")(request)
             channels = self.negotiate_channels(request)
         except PermissionDenied:
-            raise HandshakeForbidden("Not allowed to open this WebSocket") from None
+            raise ForbiddenError("Not allowed to open this WebSocket") from None
         request.ws4redis_channels = channels  # type: ignore[attr-defined]
         subscriber = _resolved("WS4REDIS_SUBSCRIBER")(self.redis)
         subscriber.attach(get_hub(self.runtime), wake.set)
@@ -207,7 +212,10 @@ class WebSocketServer:
     def refuse(self, start_response: Callable[..., Any], error: HandshakeError) -> list[bytes]:
         """Answer a refused handshake with its status and one-line reason."""
         body = (error.reason + "\n").encode("utf-8")
-        headers = [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))]
+        headers = [
+            ("Content-Type", "text/plain; charset=utf-8"),
+            ("Content-Length", str(len(body))),
+        ]
         start_response(error.status_line, headers + error.headers)
         return [body]
 
@@ -243,13 +251,23 @@ class Pump:
     so only one task ever writes to the socket.
     """
 
-    def __init__(self, transport: Transport, subscriber: RedisSubscriber, runtime: Runtime, wake: Any, *, echo: bool) -> None:
+    def __init__(
+        self,
+        transport: Transport,
+        subscriber: RedisSubscriber,
+        runtime: Runtime,
+        wake: Any,
+        *,
+        echo: bool,
+    ) -> None:
         self._transport = transport
         self._subscriber = subscriber
         self._runtime = runtime
         self._wake = wake
         self._echo = echo
-        self._protocol = WebSocketProtocol(max_message_size=settings.get("WS4REDIS_MAX_MESSAGE_SIZE"))
+        self._protocol = WebSocketProtocol(
+            max_message_size=settings.get("WS4REDIS_MAX_MESSAGE_SIZE")
+        )
         heartbeat = settings.get("WS4REDIS_HEARTBEAT")
         self._heartbeat_frame = encode_message(heartbeat) if heartbeat else None
         self._heartbeat_interval = settings.get("WS4REDIS_HEARTBEAT_INTERVAL")
@@ -306,22 +324,27 @@ class Pump:
             try:
                 events = self._protocol.receive_data(data)
             except ProtocolError as exc:
+                self._handle(self._protocol.events_before_error)
                 logger.info("Closing WebSocket with %s: %s", exc.close_code, exc.reason)
                 self.close(exc.close_code, exc.reason)
                 return self._await_peer_close()
-            for event in events:
-                if isinstance(event, Message):
-                    self._on_message(event.payload)
-                elif isinstance(event, Ping):
-                    self._outbox.append(self._protocol.pong_for(event))
-                    self._wake.set()
-                elif isinstance(event, Close):
-                    logger.debug("WebSocket closed by the client (%s %s)", event.code, event.reason)
-                    self._outbox.clear()
-                    self.close(event.code or CloseCode.NORMAL)
-                    return
-            if self._close_frame is not None:
+            if self._handle(events) or self._close_frame is not None:
                 return self._await_peer_close()
+
+    def _handle(self, events: list[Any]) -> bool:
+        """Act on decoded events in order; True once the client's close frame was answered."""
+        for event in events:
+            if isinstance(event, Message):
+                self._on_message(event.payload)
+            elif isinstance(event, Ping):
+                self._outbox.append(self._protocol.pong_for(event))
+                self._wake.set()
+            elif isinstance(event, Close):
+                logger.debug("WebSocket closed by the client (%s %s)", event.code, event.reason)
+                self._outbox.clear()
+                self.close(event.code or CloseCode.NORMAL)
+                return True
+        return False
 
     def _on_message(self, payload: bytes) -> None:
         if is_heartbeat(payload) or not self._subscriber.publish_channels:

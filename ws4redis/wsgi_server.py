@@ -27,7 +27,7 @@ from django.http import HttpRequest
 
 from ws4redis import settings
 from ws4redis.auth import default_process_request
-from ws4redis.exceptions import HandshakeError, ForbiddenError, ProtocolError
+from ws4redis.exceptions import ForbiddenError, HandshakeError, ProtocolError
 from ws4redis.hub import get_hub
 from ws4redis.redis_store import RedisMessage, is_heartbeat
 from ws4redis.runtime import Runtime

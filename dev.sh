@@ -13,7 +13,7 @@ cd "$(dirname "$0")"
 
 PYTHON=${PYTHON:-python3}
 VENV=.venv
-DEBIAN_PACKAGES=(libpcre2-dev redis-server python3-dev python3-venv)
+DEBIAN_PACKAGES=(libpcre2-dev redis-server)
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
@@ -26,7 +26,15 @@ missing_debian_packages() {
     done
 }
 
+python_needs() {
+    # Debian's Python lacks headers and venv unless these packages are installed.
+    "$PYTHON" -c 'import os, sysconfig; raise SystemExit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' 2>/dev/null \
+        || DEBIAN_PACKAGES+=(python3-dev)
+    "$PYTHON" -c 'import ensurepip, venv' 2>/dev/null || DEBIAN_PACKAGES+=(python3-venv)
+}
+
 install_system_packages() {
+    python_needs
     local missing
     missing=$(missing_debian_packages | tr '\n' ' ')
     [ -z "${missing// /}" ] && return 0
@@ -71,6 +79,8 @@ run_tests() {
     say "Lint (ruff)"
     "$VENV/bin/ruff" check .
     "$VENV/bin/ruff" format --check .
+    say "Types (mypy --strict on the sans-I/O codec)"
+    "$VENV/bin/mypy" --strict ws4redis/websocket.py
     say "Tests (pytest; the docs build is one of them)"
     "$VENV/bin/python" -m pytest "$@"
 }

@@ -34,7 +34,16 @@ def pool_spec(config: dict[str, Any] | str) -> tuple[type[redis.Connection], dic
         pool = redis.Redis(**config).connection_pool
     kwargs = dict(pool.connection_kwargs)
     pool.disconnect()
+    if not isinstance(config, str):
+        # redis.Redis() fills in its own defaults (5 s timeouts, 10 retries with backoff);
+        # keep only what the setting names, so WS4REDIS_SOCKET_TIMEOUT applies as with a URL.
+        for key in _LIBRARY_DEFAULTS:
+            if key not in config:
+                kwargs.pop(key, None)
     return pool.connection_class, kwargs
+
+
+_LIBRARY_DEFAULTS = ("socket_timeout", "socket_connect_timeout", "retry")
 
 
 def make_client(
@@ -111,7 +120,8 @@ def make_connection(config: dict[str, Any] | str | None = None) -> redis.Connect
     connection_class, kwargs = pool_spec(config)
     kwargs["socket_timeout"] = None
     kwargs.setdefault("socket_connect_timeout", settings.get("WS4REDIS_SOCKET_TIMEOUT"))
-    kwargs["socket_keepalive"] = True
+    if not issubclass(connection_class, redis.UnixDomainSocketConnection):
+        kwargs["socket_keepalive"] = True  # TCP only: unix sockets take no such option
     return connection_class(**kwargs)
 
 

@@ -204,7 +204,7 @@ class RedisStore:
         for payload in payloads:
             for channel in self._publishers:
                 if expire and expire > 0:
-                    pipe.setex(channel, expire, payload)
+                    pipe.set(channel, payload, ex=expire)
                 pipe.publish(channel, payload)
         results = pipe.execute()
         counts = results[1::2] if expire and expire > 0 else results

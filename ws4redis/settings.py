@@ -68,12 +68,16 @@ def _heartbeat(value: Any) -> str | None:
 def _origins(value: Any) -> tuple[str, ...] | None:
     if value is None:
         return None
-    if isinstance(value, str) or not all(isinstance(item, str) for item in value):
+    try:
+        origins = None if isinstance(value, (str, bytes)) else tuple(value)
+    except TypeError:
+        origins = None
+    if origins is None or not all(isinstance(item, str) for item in origins):
         raise ImproperlyConfigured(
             "WS4REDIS_ALLOWED_ORIGINS must be a list of origins such as 'https://example.com' "
             "(['*'] accepts every origin), or None to derive it from CSRF_TRUSTED_ORIGINS."
         )
-    return tuple(value)
+    return origins
 
 
 def _positive_int(name: str) -> Callable[[Any], int]:
@@ -111,9 +115,12 @@ def resolve_callable(name: str, value: Any) -> Any:
     if isinstance(value, str) and "." in value:
         module_name, _, attribute = value.rpartition(".")
         try:
-            return getattr(importlib.import_module(module_name), attribute)
+            resolved = getattr(importlib.import_module(module_name), attribute)
         except (ImportError, AttributeError) as exc:
             raise ImproperlyConfigured(f"{name}: cannot import {value!r} ({exc}).") from exc
+        if not callable(resolved):
+            raise ImproperlyConfigured(f"{name}: {value!r} is not callable.")
+        return resolved
     raise ImproperlyConfigured(f"{name} must be a callable or the dotted path to one.")
 
 

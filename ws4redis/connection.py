@@ -4,7 +4,7 @@ The setting is either a dict of redis-py connection arguments (``host``, ``port`
 ``password``, ``username``, ``unix_socket_path``, ``ssl`` and the ``ssl_*`` options; give only
 what differs from the defaults) or a ``redis://``, ``rediss://`` or ``unix://`` URL.
 
-Two kinds of connection come from it: a shared, pooled client for commands (PUBLISH, SETEX,
+Two kinds of connection come from it: a shared, pooled client for commands (PUBLISH, SET … EX,
 GET) and single dedicated connections for the per-process pub/sub hub.
 """
 
@@ -93,21 +93,26 @@ class GatedConnectionPool(redis.ConnectionPool):
     def __init__(self, gate: Any, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._gate = gate
+        self._gated: set[int] = set()  # connections handed out while holding the gate
 
     def get_connection(self, *args: Any, **kwargs: Any) -> Any:
         if not self._gate.acquire(timeout=POOL_WAIT_TIMEOUT):
             raise redis.exceptions.ConnectionError("No Redis connection free in the pool")
         try:
-            return super().get_connection(*args, **kwargs)
+            connection = super().get_connection(*args, **kwargs)
         except BaseException:
-            self._gate.release()
+            self._gate.release()  # redis-py released the failed connection, not our gate
             raise
+        self._gated.add(id(connection))
+        return connection
 
     def release(self, connection: Any) -> None:
         try:
             super().release(connection)
         finally:
-            self._gate.release()
+            if id(connection) in self._gated:
+                self._gated.discard(id(connection))
+                self._gate.release()
 
 
 def make_connection(config: dict[str, Any] | str | None = None) -> redis.Connection:

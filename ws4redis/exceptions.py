@@ -6,8 +6,8 @@
     ├── HandshakeError                  refuse the opening handshake: carries HTTP status,
     │   │                               one-line reason and extra response headers
     │   ├── UpgradeRequiredError        426, unsupported Sec-WebSocket-Version
-    │   ├── ForbiddenError          403, Origin not allowed or the hooks said no
-    │   └── RedisUnavailableError          503, Redis cannot be reached
+    │   ├── ForbiddenError              403, Origin not allowed or the hooks said no
+    │   └── RedisUnavailableError       503, Redis cannot be reached
     └── ProtocolError                   fail an open connection: carries the close code
         ├── InvalidUTF8Error            1007
         └── MessageTooBigError          1009

@@ -8,7 +8,7 @@ A message published for a *facility* goes to one Redis channel per audience::
     [PREFIX:]session:SESSION_KEY:FACILITY
 
 and, when it is persisted (``WS4REDIS_EXPIRE`` > 0), its latest copy is kept under the same key
-with ``SETEX`` so that clients connecting later receive it.
+with ``SET … EX`` so that clients connecting later receive it.
 """
 
 from __future__ import annotations

@@ -98,9 +98,9 @@ def _positive_number(name: str) -> Callable[[Any], float]:
     return check
 
 
-def _dotted_or_callable(name: str) -> Callable[[Any], Any]:
+def _dotted_or_callable(name: str, default: str | None = None) -> Callable[[Any], Any]:
     def check(value: Any) -> Any:
-        return resolve_callable(name, value)
+        return resolve_callable(name, default if value is None else value)
 
     return check
 
@@ -132,13 +132,13 @@ _SCHEMA: dict[str, tuple[Any, Callable[[Any], Any]]] = {
     "WS4REDIS_PREFIX": ("", _prefix),
     "WS4REDIS_SUBSCRIBER": (
         "ws4redis.subscriber.RedisSubscriber",
-        _dotted_or_callable("WS4REDIS_SUBSCRIBER"),
+        _dotted_or_callable("WS4REDIS_SUBSCRIBER", "ws4redis.subscriber.RedisSubscriber"),
     ),
     "WS4REDIS_HEARTBEAT": (None, _heartbeat),
     "WS4REDIS_ALLOWED_CHANNELS": (None, _dotted_or_callable("WS4REDIS_ALLOWED_CHANNELS")),
     "WS4REDIS_PROCESS_REQUEST": (
-        "ws4redis.wsgi_server.default_process_request",
-        _dotted_or_callable("WS4REDIS_PROCESS_REQUEST"),
+        "ws4redis.auth.default_process_request",
+        _dotted_or_callable("WS4REDIS_PROCESS_REQUEST", "ws4redis.auth.default_process_request"),
     ),
     "WS4REDIS_ALLOWED_ORIGINS": (None, _origins),
     "WS4REDIS_MAX_MESSAGE_SIZE": (1 << 20, _positive_int("WS4REDIS_MAX_MESSAGE_SIZE")),

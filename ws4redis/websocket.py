@@ -216,7 +216,7 @@ _Utf8Decoder: Final = codecs.getincrementaldecoder("utf-8")
 class Utf8Validator:
     """Validate UTF-8 fed in pieces, failing as soon as the bytes so far cannot be valid.
 
-    CPython's incremental decoder enforces RFC 3629 in C, but it keeps ``ED A0``..``ED BF``
+    CPython's incremental decoder enforces RFC 3629 in C, but it keeps ``ED A0`` to ``ED BF``
     pending until the third byte arrives although no valid character starts that way (they
     encode surrogates); :meth:`feed` rejects that prefix itself.
     """
@@ -509,6 +509,7 @@ class WebSocketProtocol:
         require_mask: bool = True,
     ) -> None:
         self.max_message_size = max_message_size
+        #: Events decoded by the ``receive_data`` call that raised, before the violation.
         self.events_before_error: list[Event] = []
         self._decoder = FrameDecoder(require_mask=require_mask, max_payload=max_message_size)
         self._closed_by_peer = False

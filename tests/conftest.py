@@ -57,18 +57,23 @@ def example_db(tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServ
     return path
 
 
+EXAMPLE_SETTINGS = "chatserver.settings"
+
+
 def server_env(
     redis_server: RedisServer, db: Path, settings_module: str | None = None
 ) -> dict[str, str]:
-    """Environment for a process of the example project using the test Redis and database."""
-    env = {
+    """Environment for a process of the example project using the test Redis and database.
+
+    ``DJANGO_SETTINGS_MODULE`` is always set: under pytest-django the test process's own
+    ``tests.settings`` would otherwise leak into the servers.
+    """
+    return {
         "CHATSERVER_REDIS_URL": redis_server.url,
         "CHATSERVER_DB": str(db),
         "PYTHONPATH": os.pathsep.join([str(ROOT), str(EXAMPLES)]),
+        "DJANGO_SETTINGS_MODULE": settings_module or EXAMPLE_SETTINGS,
     }
-    if settings_module:
-        env["DJANGO_SETTINGS_MODULE"] = settings_module
-    return env
 
 
 @pytest.fixture(scope="session")
@@ -103,36 +108,41 @@ def uwsgi_server(start_uwsgi: Callable[..., UwsgiServer]) -> UwsgiServer:
 
 
 def login(port: int, username: str, password: str = "secret") -> str:
-    """Log in through the example's real login page; returns the ``Cookie`` header value."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    conn.request("GET", "/login/")
-    response = conn.getresponse()
-    body = response.read().decode()
-    csrf_cookie = _cookie(response, "csrftoken")
-    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', body).group(1)
-    form = f"username={username}&password={password}&csrfmiddlewaretoken={token}"
-    conn.request(
+    """Log in through the example's real login page; returns the ``Cookie`` header value.
+
+    One HTTP connection per request: a worker speaking HTTP itself (``--http-socket``) closes
+    the connection after each response.
+    """
+    response, page = _login_request(port, "GET", {})
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page).group(1)
+    response, _ = _login_request(
+        port,
         "POST",
-        "/login/",
-        body=form,
-        headers={
+        {
             "Content-Type": "application/x-www-form-urlencoded",
-            "Cookie": f"csrftoken={csrf_cookie}",
+            "Cookie": f"csrftoken={_cookie(response, 'csrftoken')}",
             "Referer": f"http://127.0.0.1:{port}/login/",
         },
+        f"username={username}&password={password}&csrfmiddlewaretoken={token}",
     )
-    response = conn.getresponse()
-    response.read()
-    session = _cookie(response, "sessionid")
-    conn.close()
-    if response.status != 302 or not session:
-        raise AssertionError(f"login of {username} failed with HTTP {response.status}")
-    return f"sessionid={session}"
+    assert response.status == 302, f"login of {username} failed with HTTP {response.status}"
+    return f"sessionid={_cookie(response, 'sessionid')}"
 
 
-def _cookie(response: http.client.HTTPResponse, name: str) -> str | None:
+def _login_request(
+    port: int, method: str, headers: dict[str, str], body: str | None = None
+) -> tuple[http.client.HTTPResponse, str]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request(method, "/login/", body=body, headers=headers)
+        response = conn.getresponse()
+        return response, response.read().decode()
+    finally:
+        conn.close()
+
+
+def _cookie(response: http.client.HTTPResponse, name: str) -> str:
     for header in response.headers.get_all("Set-Cookie") or []:
-        match = re.match(rf"{name}=([^;]*)", header)
-        if match:
+        if match := re.match(rf"{name}=([^;]*)", header):
             return match.group(1)
-    return None
+    raise AssertionError(f"no {name} cookie in the response")

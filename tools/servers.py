@@ -98,8 +98,8 @@ class RedisServer:
             "--maxclients",
             "10000",
         ]
-        log = open(self.workdir / "redis.log", "ab")
-        self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+        with open(self.workdir / "redis.log", "ab") as log:
+            self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
         wait_until(self._answers, 10, f"redis-server on port {self.port}")
         return self
 

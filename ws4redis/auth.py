@@ -27,7 +27,7 @@ class SessionUser:
     """The logged-in user as far as the WebSocket loop needs to know, built from the session.
 
     It answers what allowed-channels callbacks usually ask (``is_authenticated``,
-    ``get_username()``, ``is_staff``, ``is_superuser``, ``groups_names``) without a query.
+    ``get_username()``, ``is_staff``, ``is_superuser``, ``group_names``) without a query.
     """
 
     is_authenticated = True

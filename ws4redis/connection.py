@@ -10,6 +10,7 @@ GET) and single dedicated connections for the per-process pub/sub hub.
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import redis
@@ -20,8 +21,11 @@ from ws4redis.runtime import Runtime
 
 #: Commands never wait longer than this many seconds for a free pooled connection.
 POOL_WAIT_TIMEOUT = 5.0
-#: Connections kept by the shared command pool; well below redis-py 8's default cap of 100.
+#: Connections kept by the Django loop's command pool; well below redis-py 8's default cap of 100.
 POOL_MAX_CONNECTIONS = 32
+#: Connections kept by a WebSocket worker's command pool: its greenlets take turns on them, so
+#: a worker holding thousands of WebSockets needs only a handful of Redis connections.
+LOOP_POOL_MAX_CONNECTIONS = 4
 
 _shared_client: redis.Redis | None = None
 
@@ -74,25 +78,37 @@ def make_client(
             **kwargs,
         )
     else:
-        pool = GatedConnectionPool(
-            runtime.semaphore(POOL_MAX_CONNECTIONS),
+        pool = CooperativeConnectionPool(
+            gate=runtime.semaphore(LOOP_POOL_MAX_CONNECTIONS),
             connection_class=connection_class,
-            max_connections=POOL_MAX_CONNECTIONS,
+            max_connections=LOOP_POOL_MAX_CONNECTIONS,
             **kwargs,
         )
     return redis.Redis(connection_pool=pool)
 
 
-class GatedConnectionPool(redis.ConnectionPool):
-    """A connection pool whose callers wait on a semaphore of their own runtime.
+class CooperativeConnectionPool(redis.ConnectionPool):
+    """A bounded connection pool whose callers wait their turn without freezing gevent.
 
     redis-py's ``BlockingConnectionPool`` waits on a thread lock, which under gevent would stop
-    every greenlet of the worker; this pool makes greenlets wait cooperatively instead.
+    every greenlet of the worker.  This pool waits on a semaphore of the caller's kind: a gevent
+    one where the ``socket`` module is patched by gevent (a WebSocket worker), a thread one
+    elsewhere.  Use it for Django's Redis cache too, so that loading sessions in the WebSocket
+    loop stays within ``max_connections``::
+
+        CACHES = {"default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": "redis://localhost:6379/0",
+            "OPTIONS": {"pool_class": "ws4redis.connection.CooperativeConnectionPool",
+                        "max_connections": 4},
+        }}
     """
 
-    def __init__(self, gate: Any, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._gate = gate
+    def __init__(
+        self, *, max_connections: int = LOOP_POOL_MAX_CONNECTIONS, gate: Any = None, **kwargs: Any
+    ) -> None:
+        super().__init__(max_connections=max_connections, **kwargs)
+        self._gate = gate if gate is not None else _semaphore(max_connections)
         self._gated: set[int] = set()  # connections handed out while holding the gate
 
     def get_connection(self, *args: Any, **kwargs: Any) -> Any:
@@ -113,6 +129,16 @@ class GatedConnectionPool(redis.ConnectionPool):
             if id(connection) in self._gated:
                 self._gated.discard(id(connection))
                 self._gate.release()
+
+
+def _semaphore(size: int) -> Any:
+    from gevent import monkey
+
+    if monkey.is_module_patched("socket"):
+        from ws4redis.runtime import gevent_runtime
+
+        return gevent_runtime().semaphore(size)
+    return threading.BoundedSemaphore(size)
 
 
 def make_connection(config: dict[str, Any] | str | None = None) -> redis.Connection:

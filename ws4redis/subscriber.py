@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
     from ws4redis.hub import PubSubHub
 
-#: The URL flags that subscribe, in the order their channels are looked up for persisted copies.
+#: The URL flags that subscribe.
 SUBSCRIBE_FLAGS = ("subscribe-session", "subscribe-group", "subscribe-user", "subscribe-broadcast")
 PUBLISH_FLAGS = ("publish-session", "publish-group", "publish-user", "publish-broadcast")
 

@@ -11,7 +11,6 @@ never blocks the worker.
 
 from __future__ import annotations
 
-import socket as _stdlib_socket
 from collections.abc import Callable
 from typing import Any
 
@@ -22,38 +21,9 @@ monkey.patch_socket()
 import gevent.socket  # noqa: E402
 
 from ws4redis.runtime import gevent_runtime  # noqa: E402
+from ws4redis.transport import SocketTransport  # noqa: E402
 from ws4redis.websocket import Handshake  # noqa: E402
 from ws4redis.wsgi_server import WebSocketServer  # noqa: E402
-
-
-class GeventFdTransport:
-    """uWSGI's client connection, driven through a gevent socket on its file descriptor."""
-
-    def __init__(self, fd: int) -> None:
-        self._sock = gevent.socket.socket(fileno=fd)
-
-    def recv(self, size: int) -> bytes:
-        """Read up to ``size`` bytes, waiting cooperatively."""
-        return self._sock.recv(size)
-
-    def sendall(self, data: bytes) -> None:
-        """Write all of ``data``, waiting cooperatively."""
-        self._sock.sendall(data)
-
-    def set_timeout(self, seconds: float | None) -> None:
-        """Bound later reads."""
-        self._sock.settimeout(seconds)
-
-    def shutdown(self) -> None:
-        """Shut the connection down in both directions."""
-        try:
-            self._sock.shutdown(_stdlib_socket.SHUT_RDWR)
-        except OSError:
-            pass
-
-    def release(self) -> None:
-        """Hand the descriptor back to uWSGI, which closes it."""
-        self._sock.detach()
 
 
 class uWSGIWebSocketServer(WebSocketServer):  # noqa: N801 - the documented name
@@ -67,16 +37,16 @@ class uWSGIWebSocketServer(WebSocketServer):  # noqa: N801 - the documented name
         start_response: Callable[..., Any],
         handshake: Handshake,
         subprotocol: str | None,
-    ) -> GeventFdTransport:
-        """Let uWSGI send the 101, then take the raw connection."""
+    ) -> SocketTransport:
+        """Let uWSGI send the 101, then take the raw connection as a gevent socket."""
         import uwsgi
 
         uwsgi.websocket_handshake(handshake.key, "", subprotocol or "")
-        return GeventFdTransport(uwsgi.connection_fd())
+        return SocketTransport(gevent.socket.socket(fileno=uwsgi.connection_fd()))
 
     def release_transport(self, transport: Any) -> None:
         """Detach from the descriptor; uWSGI closes it when the request ends."""
-        transport.release()
+        transport.detach()
 
 
 #: The spelling of ws4redis 0.5 and earlier.

@@ -7,9 +7,13 @@ A server binding (uWSGI under gevent, or the development server on threads) subc
 1. check the opening handshake and the ``Origin`` (HTTP 400/403/405/426 when wrong);
 2. build the Django request with its session and user (``WS4REDIS_PROCESS_REQUEST``);
 3. negotiate channels from the URL flags (``WS4REDIS_ALLOWED_CHANNELS``; 403 on refusal);
-4. subscribe through the process's hub, *before* the 101 (503 when Redis is unreachable);
-5. upgrade, send persisted messages, pump frames both ways until either side closes;
+4. subscribe through the process's hub and read the persisted messages, both *before* the
+   101 (503 when Redis is unreachable);
+5. upgrade, send the persisted messages, pump frames both ways until either side closes;
 6. release the subscriptions, whatever happened.
+
+Reading the persisted copies before the 101 means that a message published once the client
+has seen its WebSocket open arrives exactly once: live, never also as a persisted copy.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from django.http import HttpRequest
 
 from ws4redis import settings
 from ws4redis.auth import default_process_request
-from ws4redis.exceptions import ForbiddenError, HandshakeError, ProtocolError
+from ws4redis.exceptions import ForbiddenError, HandshakeError, ProtocolError, RedisUnavailableError
 from ws4redis.hub import get_hub
 from ws4redis.redis_store import RedisMessage, is_heartbeat
 from ws4redis.runtime import Runtime
@@ -65,6 +69,9 @@ class Transport(Protocol):
 
     def set_timeout(self, seconds: float | None) -> None:
         """Bound later ``recv`` calls to ``seconds`` (``None``: wait forever)."""
+
+    def finish_writing(self) -> None:
+        """Send FIN after the close frame; reading goes on until the peer closes too."""
 
     def shutdown(self) -> None:
         """End the connection in both directions, waking a blocked ``recv``."""
@@ -147,6 +154,7 @@ class WebSocketServer:
         wake = self.runtime.event()
         try:
             handshake, request, subscriber = self.accept(environ, wake)
+            pump = self.prepare(request, subscriber, wake)
         except HandshakeError as exc:
             logger.info("WebSocket handshake refused (%s): %s", exc.status, exc.reason)
             return self.refuse(start_response, exc)
@@ -162,8 +170,7 @@ class WebSocketServer:
             logger.exception("WebSocket upgrade failed")
             return []
         try:
-            echo = "echo" in self._channels_of(request)
-            Pump(transport, subscriber, self.runtime, wake, echo=echo).run()
+            pump.run(transport)
         finally:
             subscriber.release()
             self.release_transport(transport)
@@ -189,6 +196,22 @@ class WebSocketServer:
         subscriber.attach(get_hub(self.runtime), wake.set)
         subscriber.set_pubsub_channels(request, channels)
         return handshake, request, subscriber
+
+    def prepare(self, request: HttpRequest, subscriber: RedisSubscriber, wake: Any) -> Pump:
+        """Step 4, continued: queue the persisted messages of the channels, still before the 101.
+
+        Releases the subscriptions when that fails; Redis errors refuse the handshake with 503.
+        """
+        pump = Pump(subscriber, self.runtime, wake, echo="echo" in self._channels_of(request))
+        try:
+            subscriber.send_persisted_messages(pump)
+        except Exception as exc:
+            subscriber.release()
+            if isinstance(exc, redis.exceptions.RedisError):
+                logger.warning("Reading persisted messages failed: %s", exc)
+                raise RedisUnavailableError() from exc
+            raise
+        return pump
 
     def negotiate_channels(self, request: HttpRequest) -> list[str]:
         """The URL flags, filtered by ``WS4REDIS_ALLOWED_CHANNELS`` when set.
@@ -246,21 +269,22 @@ WebsocketWSGIServer = WebSocketServer
 class Pump:
     """Move frames between one client and its subscriber until either side closes.
 
-    The calling task reads from the client; a second task writes everything the client
-    receives (persisted messages, messages from Redis, pongs, heartbeats, the close frame),
-    so only one task ever writes to the socket.
+    Messages can be queued with :meth:`send` before :meth:`run` is given the connection (the
+    persisted messages are).  The calling task reads from the client; a second task writes
+    everything the client receives (persisted messages, messages from Redis, pongs, heartbeats,
+    the close frame), so only one task ever writes to the socket.
     """
+
+    _transport: Transport
 
     def __init__(
         self,
-        transport: Transport,
         subscriber: RedisSubscriber,
         runtime: Runtime,
         wake: Any,
         *,
         echo: bool,
     ) -> None:
-        self._transport = transport
         self._subscriber = subscriber
         self._runtime = runtime
         self._wake = wake
@@ -278,15 +302,12 @@ class Pump:
         self._finished = False
         self._reader_done = runtime.event()
 
-    def run(self) -> None:
-        """Serve the connection until it is closed."""
+    def run(self, transport: Transport) -> None:
+        """Serve the connection ``transport`` until it is closed."""
+        self._transport = transport
         writer = self._runtime.spawn(self._write_loop)
         try:
-            self._subscriber.send_persisted_messages(self)
             self._read_loop()
-        except redis.exceptions.RedisError as exc:
-            logger.warning("Reading persisted messages failed: %s", exc)
-            self.close(CloseCode.TRY_AGAIN_LATER, "Redis unavailable")
         except OSError as exc:
             logger.debug("WebSocket connection lost: %s", exc)
         finally:
@@ -377,8 +398,24 @@ class Pump:
             logger.debug("Writing to a WebSocket failed: %s", exc)
             self._transport.shutdown()
             return
+        except Exception:
+            logger.exception("Sending to a WebSocket failed")
+            self._fail_internally()
+            return
+        self._transport.finish_writing()
         if not self._reader_done.wait(CLOSE_TIMEOUT):
             self._transport.shutdown()  # the client never answered our close frame
+
+    def _fail_internally(self) -> None:
+        """After a bug (say, in a custom ``parse_response``): close 1011 if still possible."""
+        already_closed = self._close_frame is not None
+        self.close(CloseCode.INTERNAL_ERROR, "internal error")
+        try:
+            if not already_closed and self._close_frame:
+                self._transport.sendall(self._close_frame)
+        except OSError:
+            pass
+        self._transport.shutdown()
 
     def _write_once(self) -> bool:
         """Write what is pending; True once the close frame is out or the reader is gone."""

@@ -75,6 +75,11 @@ CACHES = {
         "BACKEND": "django.core.cache.backends.redis.RedisCache",
         "LOCATION": REDIS_URL,
         "KEY_PREFIX": "chatserver",
+        # waits cooperatively in the WebSocket worker, and bounds its Redis connections
+        "OPTIONS": {
+            "pool_class": "ws4redis.connection.CooperativeConnectionPool",
+            "max_connections": 8,
+        },
     }
 }
 SESSION_ENGINE = "django.contrib.sessions.backends.cache"

@@ -5,9 +5,8 @@ request carrying ``X-Refuse-Me`` with ``PermissionDenied`` and lets ``X-Facility
 the request's facility, so a test can see that the hook ran before the channels were built.
 """
 
-from django.core.exceptions import PermissionDenied
-
 from chatserver.settings import *  # noqa: F403
+from django.core.exceptions import PermissionDenied
 
 WS4REDIS_PROCESS_REQUEST = "tests.sites.process_request.process_request"
 

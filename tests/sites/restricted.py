@@ -1,8 +1,7 @@
 """The example project refusing anonymous users, with the callback of the spec's safety section."""
 
-from django.core.exceptions import PermissionDenied
-
 from chatserver.settings import *  # noqa: F403
+from django.core.exceptions import PermissionDenied
 
 WS4REDIS_ALLOWED_CHANNELS = "tests.sites.restricted.get_allowed_channels"
 

@@ -1,6 +1,6 @@
 """Standalone uWSGI entry point: WebSocket requests to ws4redis, everything else to Django.
 
-uwsgi --http :9090 --gevent 100 --http-websockets --module wsgi
+uwsgi --http-socket :9090 --gevent 1000 --http-websockets --module wsgi
 """
 
 import os

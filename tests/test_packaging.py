@@ -23,12 +23,14 @@ def test_wheel_installs_into_a_fresh_virtualenv(tmp_path):
     run(str(python), "-m", "pip", "install", "-q", str(wheel))
     project = tmp_path / "project"
     project.mkdir()
-    (project / "site_settings.py").write_text(textwrap.dedent("""
+    (project / "site_settings.py").write_text(
+        textwrap.dedent("""
         SECRET_KEY = "x"
         INSTALLED_APPS = ["django.contrib.auth", "django.contrib.contenttypes", "ws4redis"]
         DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}}
         WS4REDIS_CONNECTION = "redis://127.0.0.1:1/0"
-    """))
+    """)
+    )
     probe = textwrap.dedent("""
         import django, importlib
         django.setup()
@@ -43,7 +45,10 @@ def test_wheel_installs_into_a_fresh_virtualenv(tmp_path):
         print(publisher.publish_channels, RedisMessage("hi"))
     """)
     out = run(
-        str(python), "-c", probe, cwd=project,
+        str(python),
+        "-c",
+        probe,
+        cwd=project,
         env={"DJANGO_SETTINGS_MODULE": "site_settings", "PYTHONPATH": str(project)},
     )
     assert out.strip() == "['broadcast:f'] b'hi'"

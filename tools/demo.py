@@ -30,12 +30,22 @@ def main() -> None:
     }
     try:
         for command in (["migrate", "-v0"], ["loaddata", "data.json", "-v0"]):
-            subprocess.run([sys.executable, "manage.py", *command], cwd=EXAMPLES, env=env, check=True)
+            subprocess.run(
+                [sys.executable, "manage.py", *command], cwd=EXAMPLES, env=env, check=True
+            )
         print(f"\nws4redis demo: http://127.0.0.1:{options.port}/  (log in as john, mary or admin;")
         print(f"password 'secret'). Redis: {redis_server.url}. Stop with Ctrl-C.\n", flush=True)
         args = [
-            uwsgi_binary(), "--http-socket", f"127.0.0.1:{options.port}", "--gevent", "1000",
-            "--http-websockets", "--module", "wsgi", "--master", "--die-on-term",
+            uwsgi_binary(),
+            "--http-socket",
+            f"127.0.0.1:{options.port}",
+            "--gevent",
+            "1000",
+            "--http-websockets",
+            "--module",
+            "wsgi",
+            "--master",
+            "--die-on-term",
         ]
         subprocess.run(args, cwd=EXAMPLES, env=env, check=False)
     except KeyboardInterrupt:

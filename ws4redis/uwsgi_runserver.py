@@ -11,6 +11,7 @@ never blocks the worker.
 
 from __future__ import annotations
 
+import socket as _socket
 from collections.abc import Callable
 from typing import Any
 
@@ -42,7 +43,12 @@ class uWSGIWebSocketServer(WebSocketServer):  # noqa: N801 - the documented name
         import uwsgi
 
         uwsgi.websocket_handshake(handshake.key, "", subprotocol or "")
-        return SocketTransport(gevent.socket.socket(fileno=uwsgi.connection_fd()))
+        sock = gevent.socket.socket(fileno=uwsgi.connection_fd())
+        try:  # small frames go out at once instead of waiting for the client's delayed ACK
+            sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
+        except OSError:
+            pass  # a unix socket (behind a proxy) has no Nagle to switch off
+        return SocketTransport(sock)
 
     def release_transport(self, transport: Any) -> None:
         """Detach from the descriptor; uWSGI closes it when the request ends."""

@@ -158,6 +158,9 @@ class WebSocketServer:
         except HandshakeError as exc:
             logger.info("WebSocket handshake refused (%s): %s", exc.status, exc.reason)
             return self.refuse(start_response, exc)
+        except redis.exceptions.RedisError as exc:  # e.g. loading the session from the cache
+            logger.warning("WebSocket handshake refused (503): Redis error: %s", exc)
+            return self.refuse(start_response, RedisUnavailableError())
         except Exception:
             logger.exception("WebSocket handshake failed")
             return self.refuse(start_response, HandshakeError("Internal server error", status=500))

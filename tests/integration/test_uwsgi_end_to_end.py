@@ -647,6 +647,25 @@ def test_unsupported_version_gets_426(uwsgi_server):
     assert_no_traceback(response)
 
 
+@pytest.fixture(scope="module")
+def redis_down_server(start_site: Callable[..., UwsgiServer]) -> UwsgiServer:
+    """The example with WS4REDIS_CONNECTION and its session cache on a Redis that is not there."""
+    return start_site("tests.sites.redis_down")
+
+
+@pytest.mark.parametrize("cookie", [None, "sessionid=0123456789abcdefghijklmnopqrstuv"])
+def test_redis_unreachable_at_handshake_gets_503(redis_down_server, cookie):
+    port = redis_down_server.port
+    since = len(redis_down_server.log())
+    headers = {"Cookie": cookie} if cookie else {}
+    response = exchange(port, handshake_request(port, "/ws/foo?subscribe-broadcast", headers))
+    assert response.status == 503
+    assert response.header("Retry-After") == ["5"]
+    assert b"Redis is unavailable" in response.body
+    assert_no_traceback(response)
+    assert "Traceback" not in redis_down_server.log()[since:]
+
+
 @pytest.mark.parametrize(
     ("origin", "status"),
     [("http://evil.example", 403), ("same-host", 101), (None, 101)],

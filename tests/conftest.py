@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tools.devserver import DevServer
 from tools.servers import EXAMPLES, ROOT, RedisServer, UwsgiServer
 
 WS_SERVER_ARGS = ["--gevent", "1000", "--http-websockets", "--module", "wsgi"]
@@ -80,9 +81,12 @@ def server_env(
 def start_uwsgi(
     redis_server: RedisServer, example_db: Path
 ) -> Iterator[Callable[..., UwsgiServer]]:
-    """Start uWSGI servers of the example project; all are stopped at the end of the session.
+    """Start servers of the example project; all are stopped at the end of the session.
 
-    ``start_uwsgi(settings_module=None, args=WS_SERVER_ARGS, socket_option="--http-socket")``.
+    ``start_uwsgi(settings_module=None, args=WS_SERVER_ARGS, socket_option="--http-socket",
+    kind="uwsgi")``; ``kind="runserver"`` starts Django's development server instead
+    (``WSGI_APPLICATION = "ws4redis.django_runserver.application"``), which ignores ``args``
+    and ``socket_option``.
     """
     servers: list[UwsgiServer] = []
 
@@ -90,9 +94,13 @@ def start_uwsgi(
         settings_module: str | None = None,
         args: list[str] | None = None,
         socket_option: str = "--http-socket",
+        kind: str = "uwsgi",
     ) -> UwsgiServer:
         env = server_env(redis_server, example_db, settings_module)
-        server = UwsgiServer(args or WS_SERVER_ARGS, env, socket_option=socket_option).start()
+        if kind == "runserver":
+            server = DevServer(env).start()
+        else:
+            server = UwsgiServer(args or WS_SERVER_ARGS, env, socket_option=socket_option).start()
         servers.append(server)
         return server
 

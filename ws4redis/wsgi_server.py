@@ -19,6 +19,7 @@ has seen its WebSocket open arrives exactly once: live, never also as a persiste
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 from urllib.parse import parse_qsl, urlsplit
@@ -138,6 +139,7 @@ class WebSocketServer:
         if not apps.ready:
             django.setup()  # the documented wsgi_websocket.py does not call it
         self._redis = redis_connection
+        self._pumps: set[Pump] = set()
 
     @property
     def redis(self) -> redis.Redis:
@@ -172,12 +174,33 @@ class WebSocketServer:
             subscriber.release()
             logger.exception("WebSocket upgrade failed")
             return []
+        self._pumps.add(pump)
         try:
             pump.run(transport)
         finally:
+            self._pumps.discard(pump)
             subscriber.release()
             self.release_transport(transport)
         return self.after_close()
+
+    def close_all(
+        self,
+        code: int = CloseCode.GOING_AWAY,
+        reason: str = "server going away",
+        timeout: float = CLOSE_TIMEOUT,
+    ) -> int:
+        """Close every open WebSocket of this server with ``code`` (a reload, a shutdown).
+
+        Waits up to ``timeout`` seconds in all for the connections to end; returns how many
+        there were.
+        """
+        pumps = list(self._pumps)
+        for pump in pumps:
+            pump.close(code, reason)
+        deadline = time.monotonic() + timeout
+        for pump in pumps:
+            pump.done.wait(max(0.0, deadline - time.monotonic()))
+        return len(pumps)
 
     # -- the steps --------------------------------------------------------------------------
 
@@ -304,6 +327,8 @@ class Pump:
         self._last_published: bytes | None = None
         self._finished = False
         self._reader_done = runtime.event()
+        #: Set once the connection is over (see :meth:`WebSocketServer.close_all`).
+        self.done = runtime.event()
 
     def run(self, transport: Transport) -> None:
         """Serve the connection ``transport`` until it is closed."""
@@ -318,6 +343,7 @@ class Pump:
             self._reader_done.set()
             self._wake.set()
             writer.join(CLOSE_TIMEOUT)
+            self.done.set()
 
     # the API the subscriber sees (``send_persisted_messages(websocket)``)
 

@@ -59,7 +59,8 @@ TEMPLATES = [
     },
 ]
 
-WSGI_APPLICATION = "wsgi_django.application"
+# `manage.py runserver` serves WebSockets too (production servers import their own module).
+WSGI_APPLICATION = "ws4redis.django_runserver.application"
 
 DATABASES = {
     "default": {

@@ -18,6 +18,7 @@ message the client sees must be the sentinel.
 from __future__ import annotations
 
 import base64
+import functools
 import os
 import re
 import resource
@@ -77,10 +78,18 @@ def facility(request: pytest.FixtureRequest) -> str:
     return f"{name}-{uuid.uuid4().hex[:8]}"
 
 
+@pytest.fixture(scope="module", params=["uwsgi", "runserver"])
+def server_kind(request: pytest.FixtureRequest) -> str:
+    """Every behaviour test runs against uWSGI + gevent and against ``manage.py runserver``."""
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def start_site(start_uwsgi: Callable[..., UwsgiServer]) -> Callable[..., UwsgiServer]:
-    """Start the example under uWSGI with one of the settings modules of ``tests/sites``."""
-    return start_uwsgi
+def start_site(
+    start_uwsgi: Callable[..., UwsgiServer], server_kind: str
+) -> Callable[..., UwsgiServer]:
+    """Start the example on ``server_kind`` with one of the settings modules of ``tests/sites``."""
+    return functools.partial(start_uwsgi, kind=server_kind)
 
 
 @pytest.fixture(scope="module")
@@ -206,9 +215,11 @@ def poll(condition: Callable[[], object], timeout: float, what: str) -> object:
 def wait_for_request_log(server: UwsgiServer, path: str, since: int) -> str:
     """The server's log written after offset ``since``, once it holds the request of ``path``.
 
-    uWSGI writes its request log line when the request (the whole WebSocket) is over.
+    Both servers write their request log line when the request (the whole WebSocket) is over:
+    uWSGI as ``… GET PATH => generated …``, runserver as ``"GET PATH HTTP/1.1" STATUS …``.
     """
-    pattern = re.compile(rf"\] GET {re.escape(path)} => generated")
+    escaped = re.escape(path)
+    pattern = re.compile(rf"\] GET {escaped} => generated|\"GET {escaped} HTTP/1\.1\" \d{{3}}")
 
     def finished() -> str | None:
         log = server.log()[since:]
@@ -217,7 +228,10 @@ def wait_for_request_log(server: UwsgiServer, path: str, since: int) -> str:
     return str(poll(finished, 10, f"the request log line of {path}"))
 
 
-REQUEST_LOG_LINE = re.compile(r"^\[pid: \d+\|app: .* => generated .*$", re.MULTILINE)
+REQUEST_LOG_LINE = re.compile(
+    r"^(\[pid: \d+\|app: .* => generated .*|\[[^]]+\] \"GET [^\"]* HTTP/1\.1\" \d{3} .*)$",
+    re.MULTILINE,
+)
 TROUBLE = re.compile(r"traceback|error|exception|fail", re.IGNORECASE)
 
 

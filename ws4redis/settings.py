@@ -144,9 +144,9 @@ _SCHEMA: dict[str, tuple[Any, Callable[[Any], Any]]] = {
     "WS4REDIS_MAX_MESSAGE_SIZE": (1 << 20, _positive_int("WS4REDIS_MAX_MESSAGE_SIZE")),
     "WS4REDIS_SOCKET_TIMEOUT": (5.0, _positive_number("WS4REDIS_SOCKET_TIMEOUT")),
     "WS4REDIS_HEARTBEAT_INTERVAL": (4.0, _positive_number("WS4REDIS_HEARTBEAT_INTERVAL")),
-    "WS4REDIS_MAX_PENDING_MESSAGES": (
+    "WS4REDIS_SEND_QUEUE_SIZE": (
         1000,
-        _positive_int("WS4REDIS_MAX_PENDING_MESSAGES"),
+        _positive_int("WS4REDIS_SEND_QUEUE_SIZE"),
     ),
 }
 

@@ -39,7 +39,7 @@ class RedisSubscriber(RedisStore):
         self._inbox: deque[tuple[str, bytes, bytes | None]] = deque()
         self._hub: PubSubHub | None = None
         self._wake: Callable[[], None] = _nothing
-        self._max_pending = settings.get("WS4REDIS_MAX_PENDING_MESSAGES")
+        self._max_pending = settings.get("WS4REDIS_SEND_QUEUE_SIZE")
         self.overflowed = False
 
     def attach(self, hub: PubSubHub, wake: Callable[[], None]) -> None:

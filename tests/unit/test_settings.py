@@ -32,7 +32,7 @@ DEFAULTS = {
     "WS4REDIS_MAX_MESSAGE_SIZE": 1048576,
     "WS4REDIS_SOCKET_TIMEOUT": 5.0,
     "WS4REDIS_HEARTBEAT_INTERVAL": 4.0,
-    "WS4REDIS_MAX_PENDING_MESSAGES": 1000,
+    "WS4REDIS_SEND_QUEUE_SIZE": 1000,
 }
 
 
@@ -101,7 +101,7 @@ class TestValidValues:
             ("WS4REDIS_SOCKET_TIMEOUT", 1, 1.0),
             ("WS4REDIS_SOCKET_TIMEOUT", 0.25, 0.25),
             ("WS4REDIS_HEARTBEAT_INTERVAL", 10, 10.0),
-            ("WS4REDIS_MAX_PENDING_MESSAGES", 5, 5),
+            ("WS4REDIS_SEND_QUEUE_SIZE", 5, 5),
         ],
     )
     def test_value(self, settings: Settings, name: str, value: Any, expected: Any) -> None:
@@ -204,8 +204,8 @@ NAMED_ERRORS = [
     ("WS4REDIS_SOCKET_TIMEOUT", False),
     ("WS4REDIS_HEARTBEAT_INTERVAL", 0),
     ("WS4REDIS_HEARTBEAT_INTERVAL", -4),
-    ("WS4REDIS_MAX_PENDING_MESSAGES", 0),
-    ("WS4REDIS_MAX_PENDING_MESSAGES", 10.0),
+    ("WS4REDIS_SEND_QUEUE_SIZE", 0),
+    ("WS4REDIS_SEND_QUEUE_SIZE", 10.0),
 ]
 
 

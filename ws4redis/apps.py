@@ -14,6 +14,7 @@ class WS4RedisConfig(AppConfig):
     def ready(self) -> None:
         from django.contrib.auth.signals import user_logged_in
 
+        from ws4redis import checks  # noqa: F401 - registers the system checks
         from ws4redis.auth import store_user_in_session
 
         user_logged_in.connect(store_user_in_session, dispatch_uid="ws4redis.store_user_in_session")

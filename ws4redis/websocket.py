@@ -115,6 +115,11 @@ _CLOSE: Final = int(Opcode.CLOSE)
 _PING: Final = int(Opcode.PING)
 _PONG: Final = int(Opcode.PONG)
 _KNOWN_OPCODES: Final = frozenset(int(op) for op in Opcode)
+# First header bytes of the data frames a peer may send: no RSV bit, FIN set or not.
+_DATA_FIRST_BYTES: Final = frozenset(fin | op for fin in (0, 0x80) for op in (0, 1, 2))
+# The frame byte of a final, unfragmented text or binary frame.
+_FINAL_TEXT: Final = 0x80 | _TEXT
+_FINAL_BINARY: Final = 0x80 | _BINARY
 
 _BytesLike: TypeAlias = bytes | bytearray | memoryview
 
@@ -161,14 +166,31 @@ Event: TypeAlias = Message | Ping | Pong | Close
 # Masking
 
 
+_TRANSLATE_THRESHOLD: Final = 1024
+"""From this payload size on, pure-Python masking uses ``bytes.translate``, not integers."""
+
+
 def _mask_python(payload: _BytesLike, mask: _BytesLike) -> bytes:
-    """XOR ``payload`` with the repeated 4-byte ``mask`` using one big-integer operation."""
+    """XOR ``payload`` with the repeated 4-byte ``mask`` without wsaccel.
+
+    Below 1 KiB one big-integer XOR is the fastest; above, converting to and from integers
+    costs more than four ``bytes.translate`` passes, one per byte position modulo 4.
+    """
     size = len(payload)
+    if size >= _TRANSLATE_THRESHOLD:
+        result = bytearray(payload)
+        for lane in range(4):
+            result[lane::4] = result[lane::4].translate(_XOR_TABLES[mask[lane]])
+        return bytes(result)
     if not size:
         return b""
     key = (bytes(mask) * ((size >> 2) + 1))[:size]
     masked = int.from_bytes(payload, "little") ^ int.from_bytes(key, "little")
     return masked.to_bytes(size, "little")
+
+
+# _XOR_TABLES[k] maps every byte b to b ^ k, for bytes.translate (built by the integer path).
+_XOR_TABLES: Final = tuple(_mask_python(bytes(range(256)), bytes((k,)) * 4) for k in range(256))
 
 
 _mask_wsaccel: Callable[[_BytesLike, _BytesLike], bytes] | None
@@ -269,7 +291,9 @@ def _server_frame(opcode: int, payload: bytes) -> bytes:
     size = len(payload)
     if size < 126:
         return _SHORT_HEADERS[opcode][size] + payload
-    return _header(0x80 | opcode, 0, size) + payload
+    if size < 0x10000:
+        return _PACK_16(0x80 | opcode, 126, size) + payload
+    return _PACK_64(0x80 | opcode, 127, size) + payload
 
 
 def encode_frame(
@@ -381,6 +405,10 @@ class Frame:
     masked: bool
 
 
+# Payloads from this size on are unmasked from a view of the buffer rather than a copy of it.
+_VIEW_THRESHOLD: Final = 4096
+
+
 class FrameDecoder:
     """Split a byte stream into :class:`Frame` objects (RFC 6455 §5.2).
 
@@ -396,15 +424,29 @@ class FrameDecoder:
     def __init__(self, *, require_mask: bool = True, max_payload: int | None = None) -> None:
         self.require_mask = require_mask
         self.max_payload = max_payload
-        self._buffer = bytearray()
+        # What is being parsed: the last ``bytes`` fed, or a bytearray holding a frame that
+        # arrived in pieces; ``_offset`` is where its unconsumed bytes start.
+        self._buffer: bytes | bytearray = b""
         self._offset = 0
 
     def feed(self, data: bytes) -> None:
-        """Append received bytes; consumed bytes are dropped here, once per feed."""
-        if self._offset:
-            del self._buffer[: self._offset]  # O(1) in CPython: it moves the start pointer
-            self._offset = 0
-        self._buffer += data
+        """Append received bytes; consumed bytes are dropped here, once per feed.
+
+        When everything fed before has been consumed (the usual case: reads hold whole
+        frames), ``data`` is parsed where it is, without being copied into a buffer.
+        """
+        buffer = self._buffer
+        offset = self._offset
+        if offset >= len(buffer):
+            self._buffer = data if type(data) is bytes else bytes(data)
+        elif isinstance(buffer, bytearray):
+            if offset:
+                del buffer[:offset]  # O(1) in CPython: it moves the start pointer
+            buffer += data
+        else:  # a frame began in the previous read: start buffering
+            self._buffer = bytearray(memoryview(buffer)[offset:])
+            self._buffer += data
+        self._offset = 0
 
     def next_frame(self) -> Frame | None:
         """Return the next complete frame, or ``None`` until more bytes are fed.
@@ -412,50 +454,63 @@ class FrameDecoder:
         Raises :class:`~ws4redis.exceptions.ProtocolError` (1002) for a malformed header and
         :class:`~ws4redis.exceptions.MessageTooBigError` (1009) for an oversized data frame.
         """
+        frame = self._next()
+        if frame is None:
+            return None
+        first, masked, payload = frame
+        return Frame(first & 0x0F, payload, first > 0x7F, (first >> 4) & 7, masked)
+
+    def _next(self) -> tuple[int, bool, bytes] | None:
+        """:meth:`next_frame` as a tuple: the first header byte, whether masked, the payload.
+
+        The hot path of :class:`WebSocketProtocol`: one call per frame, no object built.
+        """
         buffer = self._buffer
         start = self._offset
-        if len(buffer) - start < 2:
+        available = len(buffer) - start
+        if available < 2:
             return None
-        first, second = buffer[start], buffer[start + 1]
-        sizes = self._payload_position(first, second, start)
-        if sizes is None:
-            return None
-        begin, end = sizes
+        first = buffer[start]
+        second = buffer[start + 1]
+        size = second & 0x7F
+        if second < 0x80 or first not in _DATA_FIRST_BYTES:  # all but masked data frames
+            self._check_header(first, second, size)
+        if size < 126:
+            begin = start + 2
+        elif size == 126:
+            if available < 4:
+                return None
+            size = _UNPACK_16(buffer, start + 2)[0]
+            begin = start + 4
+        else:
+            if available < 10:
+                return None
+            size = _UNPACK_64(buffer, start + 2)[0]
+            if size >> 63:
+                raise ProtocolError("frame length has its most significant bit set")
+            begin = start + 10
+        if self.max_payload is not None and size > self.max_payload and not first & 0x08:
+            raise MessageTooBigError()
+        if second < 0x80:
+            end = begin + size
+            if len(buffer) < end:
+                return None
+            self._offset = end
+            payload = buffer[begin:end]
+            return first, False, payload if type(payload) is bytes else bytes(payload)
+        begin += 4
+        end = begin + size
         if len(buffer) < end:
             return None
         self._offset = end
-        if second & 0x80:
-            payload = _mask(buffer[begin:end], buffer[begin - 4 : begin])
-        else:
-            payload = bytes(buffer[begin:end])
-        return Frame(first & 0x0F, payload, bool(first & 0x80), (first >> 4) & 7, second > 0x7F)
+        if size < _VIEW_THRESHOLD:
+            return first, True, _mask(buffer[begin:end], buffer[begin - 4 : begin])
+        with memoryview(buffer) as view:  # no copy of a large payload before unmasking it
+            return first, True, _mask(view[begin:end], view[begin - 4 : begin])
 
-    def _payload_position(self, first: int, second: int, start: int) -> tuple[int, int] | None:
-        """Check the header at ``start``; return where the payload begins and ends, if known."""
-        opcode = first & 0x0F
-        size = second & 0x7F
-        self._check_header(first, second, opcode, size)
-        begin = start + 2
-        if size == 126:
-            if len(self._buffer) < begin + 2:
-                return None
-            size = _UNPACK_16(self._buffer, begin)[0]
-            begin += 2
-        elif size == 127:
-            if len(self._buffer) < begin + 8:
-                return None
-            size = _UNPACK_64(self._buffer, begin)[0]
-            if size >> 63:
-                raise ProtocolError("frame length has its most significant bit set")
-            begin += 8
-        if self.max_payload is not None and size > self.max_payload and opcode < _CLOSE:
-            raise MessageTooBigError()
-        if second & 0x80:
-            begin += 4
-        return begin, begin + size
-
-    def _check_header(self, first: int, second: int, opcode: int, size: int) -> None:
+    def _check_header(self, first: int, second: int, size: int) -> None:
         """Raise :class:`ProtocolError` for a first header pair no valid frame can have."""
+        opcode = first & 0x0F
         if first & 0x70:
             raise ProtocolError("reserved bits set without a negotiated extension")
         if opcode not in _KNOWN_OPCODES:
@@ -542,15 +597,22 @@ class WebSocketProtocol:
         events: list[Event] = []
         decoder = self._decoder
         decoder.feed(data)
+        next_frame = decoder._next
         try:
-            while (frame := decoder.next_frame()) is not None:
-                event = self._handle(frame)
-                if event is None:
-                    continue
-                events.append(event)
-                if type(event) is Close:
-                    self._closed_by_peer = True
-                    break
+            while (frame := next_frame()) is not None:
+                first, _, payload = frame
+                # The usual frame, a whole message in one frame, is handled right here.
+                if first == _FINAL_BINARY and self._message_opcode is None:
+                    events.append(Message(payload, False))
+                elif first == _FINAL_TEXT and self._message_opcode is None:
+                    if not (payload.isascii() or is_valid_utf8(payload)):
+                        raise InvalidUTF8Error()
+                    events.append(Message(payload, True))
+                elif (event := self._handle(first, payload)) is not None:
+                    events.append(event)
+                    if type(event) is Close:
+                        self._closed_by_peer = True
+                        break
         except ProtocolError:
             self._failed = True
             self.events_before_error = events
@@ -568,24 +630,25 @@ class WebSocketProtocol:
         """Return the pong that answers ``ping``, echoing its payload."""
         return encode_pong(ping.payload)
 
-    def _handle(self, frame: Frame) -> Event | None:
+    def _handle(self, first: int, payload: bytes) -> Event | None:
         """Turn one frame into an event, or ``None`` for a non-final fragment."""
-        opcode = frame.opcode
+        opcode = first & 0x0F
+        fin = first > 0x7F
         if opcode >= _CLOSE:
-            return self._control(frame)
+            return self._control(opcode, payload)
         if opcode == _CONTINUATION:
             if self._message_opcode is None:
                 raise ProtocolError("continuation frame without a message to continue")
         elif self._message_opcode is not None:
             raise ProtocolError("new data frame before the fragmented message was finished")
-        elif frame.fin:
-            if opcode == _TEXT and not is_valid_utf8(frame.payload):
+        elif fin:
+            if opcode == _TEXT and not is_valid_utf8(payload):
                 raise InvalidUTF8Error()
-            return Message(frame.payload, opcode == _TEXT)
+            return Message(payload, opcode == _TEXT)
         else:
             self._message_opcode = opcode
             self._utf8 = Utf8Validator() if opcode == _TEXT else None
-        return self._add_fragment(frame.payload, frame.fin)
+        return self._add_fragment(payload, fin)
 
     def _add_fragment(self, payload: bytes, fin: bool) -> Message | None:
         """Add a fragment to the message in progress; return the message once it is final."""
@@ -606,13 +669,13 @@ class WebSocketProtocol:
         self._decoder.max_payload = self.max_message_size
         return message
 
-    def _control(self, frame: Frame) -> Event:
+    def _control(self, opcode: int, payload: bytes) -> Event:
         """Turn a control frame into its event."""
-        if frame.opcode == _PING:
-            return Ping(frame.payload)
-        if frame.opcode == _PONG:
-            return Pong(frame.payload)
-        return _parse_close(frame.payload)
+        if opcode == _PING:
+            return Ping(payload)
+        if opcode == _PONG:
+            return Pong(payload)
+        return _parse_close(payload)
 
 
 # --------------------------------------------------------------------------------------------

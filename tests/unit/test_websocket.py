@@ -7,6 +7,7 @@ import dataclasses
 import os
 import struct
 from collections.abc import Callable
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -260,6 +261,35 @@ class TestSplitFeeding:
             events = ws.receive_data(stream[:offset]) + ws.receive_data(stream[offset:])
             assert events == [Message(payload, False), Message(b"next", True)], offset
 
+    def test_large_frames_in_pieces_with_each_masker(
+        self, monkeypatch: pytest.MonkeyPatch, masker: Callable[[bytes, bytes], bytes]
+    ) -> None:
+        """Large payloads are unmasked from a view of the buffer, which must not pin it."""
+        monkeypatch.setattr(websocket, "_mask", masker)
+        big = os.urandom(70000)
+        stream = client(Opcode.BINARY, big) + client(Opcode.TEXT, b"next")
+        cuts = [*range(0, 70000, 999), 70016, len(stream)]  # the big frame ends mid-feed
+        ws = WebSocketProtocol()
+        events: list[Event] = []
+        for _ in range(2):
+            events += ws.receive_data(stream)  # whole, parsed where it is
+            for start, end in pairwise(cuts):  # in pieces, through the buffer
+                events += ws.receive_data(stream[start:end])
+        assert events == [Message(big, False), Message(b"next", True)] * 4
+
+    def test_a_fed_buffer_may_be_reused_by_the_caller(self) -> None:
+        frame = client(Opcode.BINARY, b"Hello, world")
+        for kind in (bytearray, memoryview):
+            decoder = FrameDecoder()
+            first = bytearray(frame[:7])
+            decoder.feed(kind(first))
+            assert decoder.next_frame() is None
+            first[:] = bytes(len(first))  # the caller reads the next chunk into it
+            second = bytearray(frame[7:])
+            decoder.feed(kind(second))
+            second[:] = bytes(len(second))
+            assert decoder.next_frame() == Frame(2, b"Hello, world", True, 0, True)
+
 
 @pytest.fixture(params=["python", "wsaccel"])
 def masker(request: pytest.FixtureRequest) -> Callable[[bytes, bytes], bytes]:
@@ -280,7 +310,7 @@ class TestMasking:
     def test_empty(self, masker: Callable[[bytes, bytes], bytes]) -> None:
         assert masker(b"", MASK) == b""
 
-    @pytest.mark.parametrize("size", [*range(1, 18), 125, 126, 4095, 65537])
+    @pytest.mark.parametrize("size", [*range(1, 18), 125, 126, 1023, 1024, 1025, 4095, 65537])
     def test_against_reference(self, masker: Callable[[bytes, bytes], bytes], size: int) -> None:
         payload = bytes((i * 7 + 3) % 256 for i in range(size))
         mask = bytes.fromhex("a1b2c3d4")
@@ -296,6 +326,11 @@ class TestMasking:
     def test_accepts_buffer_slices(self, masker: Callable[[Any, Any], bytes]) -> None:
         buffer = bytearray(b"..Hello..")
         assert masker(buffer[2:7], bytearray(MASK)) == bytes.fromhex("7f9f4d5158")
+        payload = bytes(range(256)) * 8 + b"!"  # past the pure-Python translate threshold
+        data = b".." + payload + b".."
+        expected = reference_mask(payload, MASK)
+        assert masker(bytearray(data)[2:-2], bytearray(MASK)) == expected
+        assert masker(memoryview(data)[2:-2], memoryview(MASK)) == expected
 
     def test_public_function_uses_wsaccel(self) -> None:
         assert websocket.HAS_WSACCEL is True

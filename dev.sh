@@ -74,6 +74,21 @@ setup() {
         "$VENV/bin/python" -m pip install -q -e '.[dev]'
         touch "$stamp"
     fi
+    ensure_uwsgi_router
+}
+
+uwsgi_has_router() {
+    # uWSGI compiled without the PCRE2 headers has no internal router, and the emperor's routes
+    # (uwsgi.ini) are silently ignored; a wheel pip cached before libpcre2-dev was installed
+    # is such a build.
+    "$VENV/bin/uwsgi" --cflags 2>/dev/null | grep -q -- '-DUWSGI_ROUTING'
+}
+
+ensure_uwsgi_router() {
+    uwsgi_has_router && return 0
+    say "Rebuilding uWSGI with PCRE2 for its internal router (not from pip's cache)"
+    "$VENV/bin/python" -m pip install -q --no-cache-dir --force-reinstall --no-deps uwsgi
+    uwsgi_has_router || die "uWSGI still lacks its internal router: install libpcre2-dev, then run ./dev.sh setup"
 }
 
 run_tests() {

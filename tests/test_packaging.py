@@ -3,6 +3,7 @@
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 from tools.servers import ROOT
 
@@ -52,3 +53,48 @@ def test_wheel_installs_into_a_fresh_virtualenv(tmp_path):
         env={"DJANGO_SETTINGS_MODULE": "site_settings", "PYTHONPATH": str(project)},
     )
     assert out.strip() == "['broadcast:f'] b'hi'"
+
+
+def test_wheel_ships_the_javascript_client_to_the_staticfiles_finders(tmp_path):
+    """After a plain ``pip install`` of the wheel, ``{% static 'js/ws4redis.js' %}`` works."""
+    wheels = tmp_path / "wheels"
+    run(sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(wheels), str(ROOT))
+    (wheel,) = wheels.glob("django_websocket_redis-*.whl")
+    venv = tmp_path / "venv"
+    run(sys.executable, "-m", "venv", str(venv))
+    python = venv / "bin" / "python"
+    run(str(python), "-m", "pip", "install", "-q", str(wheel))
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "static_settings.py").write_text(
+        textwrap.dedent("""
+        SECRET_KEY = "x"
+        INSTALLED_APPS = ["django.contrib.staticfiles", "ws4redis"]
+        STATIC_URL = "/static/"
+        TEMPLATES = [{"BACKEND": "django.template.backends.django.DjangoTemplates"}]
+    """)
+    )
+    probe = textwrap.dedent("""
+        import django
+        django.setup()
+        from django.contrib.staticfiles import finders
+        from django.template import engines
+        import ws4redis
+        found = finders.find("js/ws4redis.js")
+        print(found)
+        print(found.startswith(ws4redis.__path__[0]))
+        print(engines["django"].from_string("{% load static %}{% static 'js/ws4redis.js' %}")
+              .render({}))
+    """)
+    out = run(
+        str(python),
+        "-c",
+        probe,
+        cwd=project,
+        env={"DJANGO_SETTINGS_MODULE": "static_settings", "PYTHONPATH": str(project)},
+    )
+    found, inside_package, url = out.strip().splitlines()
+    assert inside_package == "True", found
+    assert found.startswith(str(venv)), found  # the installed copy, not this checkout's
+    assert Path(found).read_bytes() == (ROOT / "ws4redis/static/js/ws4redis.js").read_bytes()
+    assert url == "/static/js/ws4redis.js"

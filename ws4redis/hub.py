@@ -18,6 +18,11 @@ from typing import Any, Protocol
 
 import redis
 
+try:
+    import hiredis
+except ImportError:  # pragma: no cover - redis[hiredis] is a requirement
+    hiredis = None
+
 from ws4redis.exceptions import RedisUnavailableError
 from ws4redis.runtime import Runtime
 from ws4redis.websocket import encode_message
@@ -29,6 +34,8 @@ RECONNECT_BASE_DELAY = 0.1
 #: Upper bound in seconds of the delay between reconnect attempts.
 RECONNECT_MAX_DELAY = 5.0
 REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
+#: Bytes read from the pub/sub socket at once; one read usually holds many messages.
+READ_SIZE = 1 << 16
 
 
 class Listener(Protocol):
@@ -36,6 +43,10 @@ class Listener(Protocol):
 
     def deliver(self, channel: str, payload: bytes, frame: bytes) -> None:
         """Take one message of ``channel``; ``frame`` is it encoded as a WebSocket frame."""
+
+    # Optional: ``deliver_many(channel, payloads, frames, data)`` takes consecutive messages of
+    # ``channel`` at once (``data`` is the frames joined); without it, ``deliver`` is called
+    # for each.
 
 
 class PubSubHub:
@@ -59,6 +70,8 @@ class PubSubHub:
         self._connection: redis.Connection | None = None
         self._reader: Any = None
         self._closed = False
+        self._parser_of: redis.Connection | None = None  # the connection _parser reads
+        self._parser: Any = None
 
     # -- public API -----------------------------------------------------------------------
 
@@ -172,7 +185,7 @@ class PubSubHub:
                 if connection is None:
                     connection = self._reconnect()
                     delay = RECONNECT_BASE_DELAY
-                self._dispatch(connection.read_response(push_request=True))
+                self._dispatch_all(self._read_responses(connection))
             except REDIS_ERRORS as exc:
                 if self._closed:
                     return
@@ -182,6 +195,35 @@ class PubSubHub:
             except Exception:
                 logger.exception("Unexpected error in the Redis pub/sub reader")
                 self._drop_connection(None)
+
+    def _read_responses(self, connection: redis.Connection) -> list[Any]:
+        """Wait for the next replies of ``connection``: all those that one read brought in.
+
+        With hiredis, the socket is read directly, ``READ_SIZE`` bytes at a time, and the
+        bytes are parsed in C: a burst of messages costs one read, and no redis-py code runs per
+        message (hiredis parses RESP2 replies and RESP3 pushes alike).  Without hiredis,
+        redis-py reads one reply at a time.
+        """
+        sock = getattr(connection, "_sock", None)
+        if hiredis is None or sock is None:
+            return [connection.read_response(push_request=True)]
+        if self._parser_of is not connection:
+            self._parser_of, self._parser = connection, hiredis.Reader()
+        parser = self._parser
+        responses: list[Any] = []
+        while True:
+            response = parser.gets()
+            if response is False:
+                if responses:
+                    return responses
+                data = sock.recv(READ_SIZE)
+                if not data:
+                    raise redis.exceptions.ConnectionError("Connection closed by server.")
+                parser.feed(data)
+                continue
+            if isinstance(response, Exception):  # an error reply: raised after those before it
+                response = redis.exceptions.ResponseError(str(response))
+            responses.append(response)
 
     def _reconnect(self) -> redis.Connection:
         connection = self._connection_factory()
@@ -200,6 +242,32 @@ class PubSubHub:
             self._connection.disconnect()
         self._connection = None
         self._notify_acknowledged()
+
+    def _dispatch_all(self, responses: list[Any]) -> None:
+        """Act on replies in order; a run of messages on one channel is delivered at once.
+
+        Under load, one read brings many messages: a listener then gets a run of consecutive
+        messages of a channel in one call (``deliver_many``), which the WebSocket loop writes
+        with one ``send``.  Runs never reorder messages of different channels.
+        """
+        index, count = 0, len(responses)
+        while index < count:
+            response = responses[index]
+            if isinstance(response, Exception):
+                raise response
+            end = index + 1
+            if response[0] == b"message":
+                channel = response[1]
+                while end < count and _is_message_on(responses[end], channel):
+                    end += 1
+            if end - index > 1:
+                self._deliver_run(
+                    channel.decode("utf-8", "surrogateescape"),
+                    [reply[2] for reply in responses[index:end]],
+                )
+            else:
+                self._dispatch(response)
+            index = end
 
     def _dispatch(self, response: Any) -> None:
         kind = response[0]
@@ -228,6 +296,36 @@ class PubSubHub:
                 listener.deliver(channel, payload, frame)
             except Exception:
                 logger.exception("Delivering a message on %s failed", channel)
+
+    def _deliver_run(self, channel: str, payloads: list[bytes]) -> None:
+        listeners = self._listeners.get(channel)
+        if not listeners:
+            return
+        frames = [encode_message(payload) for payload in payloads]
+        data = b"".join(frames)
+        for listener in list(listeners):
+            deliver_many = getattr(listener, "deliver_many", None)
+            if deliver_many is None:
+                for payload, frame in zip(payloads, frames, strict=True):
+                    self._deliver_one(listener, channel, payload, frame)
+                continue
+            try:
+                deliver_many(channel, payloads, frames, data)
+            except Exception:
+                logger.exception("Delivering a message on %s failed", channel)
+
+    @staticmethod
+    def _deliver_one(listener: Listener, channel: str, payload: bytes, frame: bytes) -> None:
+        try:
+            listener.deliver(channel, payload, frame)
+        except Exception:
+            logger.exception("Delivering a message on %s failed", channel)
+
+
+def _is_message_on(response: Any, channel: bytes) -> bool:
+    return (
+        not isinstance(response, Exception) and response[0] == b"message" and response[1] == channel
+    )
 
 
 _hubs: dict[tuple[int, str], PubSubHub] = {}

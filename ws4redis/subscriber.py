@@ -10,17 +10,21 @@ loop drains.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ws4redis import settings
 from ws4redis.redis_store import SELF, RedisMessage, RedisStore, audience_channels
+from ws4redis.websocket import encode_message
 
 if TYPE_CHECKING:
     import redis
     from django.http import HttpRequest
 
     from ws4redis.hub import PubSubHub
+
+#: ``sink(payloads, frames, data) -> bool``: see :meth:`RedisSubscriber.notify`.
+Sink = Callable[[Sequence[bytes], Sequence[bytes], bytes], bool]
 
 #: The URL flags that subscribe.
 SUBSCRIBE_FLAGS = ("subscribe-session", "subscribe-group", "subscribe-user", "subscribe-broadcast")
@@ -39,6 +43,7 @@ class RedisSubscriber(RedisStore):
         self._inbox: deque[tuple[str, bytes, bytes | None]] = deque()
         self._hub: PubSubHub | None = None
         self._wake: Callable[[], None] = _nothing
+        self._sink: Sink | None = None
         self._max_pending = settings.get("WS4REDIS_SEND_QUEUE_SIZE")
         self.overflowed = False
 
@@ -46,6 +51,17 @@ class RedisSubscriber(RedisStore):
         """Connect this subscriber to the process's hub; ``wake`` is called on each delivery."""
         self._hub = hub
         self._wake = wake
+
+    def notify(self, wake: Callable[[], None], sink: Sink | None = None) -> None:
+        """Call ``wake`` instead of the one given to :meth:`attach` on each delivery.
+
+        With a ``sink``, deliveries that find the inbox empty are first offered to
+        ``sink(payloads, frames, data)`` (``data``: the frames joined); when that returns
+        ``True`` they were taken (the WebSocket loop wrote them at once), otherwise they go to
+        the inbox and ``wake`` is called.
+        """
+        self._wake = wake
+        self._sink = sink
 
     @property
     def subscriptions(self) -> list[str]:
@@ -84,11 +100,33 @@ class RedisSubscriber(RedisStore):
 
     def deliver(self, channel: str, payload: bytes, frame: bytes | None) -> None:
         """Take a message from the hub (called by the hub, never blocks)."""
+        if not self._inbox and self._sink is not None:
+            if frame is None:
+                frame = encode_message(payload)
+            if self._sink((payload,), (frame,), frame):
+                return
         if len(self._inbox) >= self._max_pending:
             self.overflowed = True
         else:
             self._inbox.append((channel, payload, frame))
         self._wake()
+
+    def deliver_many(
+        self, channel: str, payloads: list[bytes], frames: list[bytes], data: bytes
+    ) -> None:
+        """Take consecutive messages of ``channel`` from the hub; ``data`` is their frames joined.
+
+        The loop writes them with one ``send`` when nothing else is waiting.
+        """
+        if (
+            not self._inbox
+            and self._sink is not None
+            and type(self).deliver is RedisSubscriber.deliver
+            and self._sink(payloads, frames, data)
+        ):
+            return
+        for payload, frame in zip(payloads, frames, strict=True):
+            self.deliver(channel, payload, frame)
 
     def next_delivery(self) -> tuple[str, bytes, bytes | None] | None:
         """Pop the oldest delivered ``(channel, payload, frame)``, or ``None``."""
@@ -130,6 +168,7 @@ class RedisSubscriber(RedisStore):
             self._hub.unsubscribe(self, self._subscriptions)
         self._subscriptions = []
         self._inbox.clear()
+        self._sink = None
 
 
 def facility_of(request: HttpRequest) -> str:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 from urllib.parse import parse_qsl, urlsplit
 
@@ -76,6 +76,10 @@ class Transport(Protocol):
 
     def shutdown(self) -> None:
         """End the connection in both directions, waking a blocked ``recv``."""
+
+    # Optional, gevent bindings only: when ``can_send_nowait`` is true, ``send_nowait(data)``
+    # writes what the socket takes right now without ever yielding and returns how many bytes
+    # that was.
 
 
 def parse_channels(query_string: str) -> list[str]:
@@ -175,13 +179,16 @@ class WebSocketServer:
             logger.exception("WebSocket upgrade failed")
             return []
         self._pumps.add(pump)
+        return self.serve(lambda: self._serve(pump, subscriber, transport))
+
+    def _serve(self, pump: Pump, subscriber: RedisSubscriber, transport: Transport) -> None:
+        """Step 5 and 6: pump frames until the connection ends, then release everything."""
         try:
             pump.run(transport)
         finally:
             self._pumps.discard(pump)
             subscriber.release()
             self.release_transport(transport)
-        return self.after_close()
 
     def close_all(
         self,
@@ -280,6 +287,15 @@ class WebSocketServer:
         """Send the 101 response and return the raw connection."""
         raise NotImplementedError
 
+    def serve(self, run: Callable[[], None]) -> Iterable[bytes]:
+        """Run the upgraded connection (``run()``), then return what the application returns.
+
+        By default the request's own task runs it to the end; a binding may hand it to a task
+        of its own and end the request at once (see the uWSGI binding).
+        """
+        run()
+        return self.after_close()
+
     def release_transport(self, transport: Transport) -> None:
         """Give the connection back to the server once the WebSocket is over."""
 
@@ -326,6 +342,13 @@ class Pump:
         self._close_frame: bytes | None = None
         self._last_published: bytes | None = None
         self._finished = False
+        self._writer: Any = None
+        # Direct mode (gevent): deliveries are written by the delivering task itself with
+        # one non-blocking send; the writer task only takes over what the socket could not.
+        self._send_nowait: Callable[[bytes], int] | None = None
+        self._writing = False  # the writer task is inside a (possibly blocking) sendall
+        self._unsent = b""  # the tail of a partial non-blocking write, sent before anything else
+        self._last_write = time.monotonic()  # heartbeats go out after this much idleness
         self._reader_done = runtime.event()
         #: Set once the connection is over (see :meth:`WebSocketServer.close_all`).
         self.done = runtime.event()
@@ -333,7 +356,19 @@ class Pump:
     def run(self, transport: Transport) -> None:
         """Serve the connection ``transport`` until it is closed."""
         self._transport = transport
-        writer = self._runtime.spawn(self._write_loop)
+        nowait = getattr(transport, "can_send_nowait", False)
+        send_nowait = getattr(transport, "send_nowait", None) if nowait else None
+        notify = getattr(self._subscriber, "notify", None)
+        if self._runtime.name == "gevent" and self._direct and send_nowait and notify:
+            self._send_nowait = send_nowait
+            notify(self._wake_writer, self._offer)
+            self._kick()  # what was queued before the 101
+            if self._heartbeat_frame:
+                self._start_writer()
+        else:
+            if notify is not None:
+                notify(self._wake_writer)
+            self._start_writer()
         try:
             self._read_loop()
         except OSError as exc:
@@ -341,16 +376,113 @@ class Pump:
         finally:
             self._finished = True
             self._reader_done.set()
+            self._start_writer()  # direct mode: sends what is left, the close frame, FIN
             self._wake.set()
-            writer.join(CLOSE_TIMEOUT)
+            self._writer.join(CLOSE_TIMEOUT)
             self.done.set()
+
+    def _start_writer(self) -> None:
+        if self._writer is None:
+            self._writer = self._runtime.spawn(self._write_loop)
+
+    def _wake_writer(self) -> None:
+        if self._subscriber.overflowed and self._close_frame is None:
+            self._overflow()
+        if self._send_nowait is not None and not self._finished:
+            self._start_writer()
+        self._wake.set()
+
+    def _overflow(self) -> None:
+        """The client let ``WS4REDIS_SEND_QUEUE_SIZE`` messages pile up: close it (1008).
+
+        When bytes are stuck in flight (the writer blocked on a full socket), the close frame
+        can only follow them if the client reads again: it gets ``CLOSE_TIMEOUT`` seconds
+        for that, then the connection is shut down, which also ends the blocked write.  Further
+        deliveries are dropped meanwhile, so a client that stopped reading never holds more
+        memory than its queue.
+        """
+        logger.warning("Closing a WebSocket whose client reads too slowly")
+        self.close(CloseCode.POLICY_VIOLATION, "client too slow")
+        if self._writing or self._unsent:
+            self._runtime.spawn(self._abort_if_stuck)
+
+    def _abort_if_stuck(self) -> None:
+        if not self.done.wait(CLOSE_TIMEOUT):
+            self._transport.shutdown()
+
+    def _offer(self, payloads: Sequence[bytes], frames: Sequence[bytes], data: bytes) -> bool:
+        """Direct mode: write deliveries at once if nothing is in flight; False if not taken.
+
+        Called by the subscriber inside the hub's task when its inbox is empty: the frames
+        (``data``: joined) go out with one non-blocking ``send``, the echo rule applied first,
+        without a task switch.  A partial write leaves the rest to the writer task, which sends
+        it before anything else.
+        """
+        if (
+            self._writing
+            or self._unsent
+            or self._outbox
+            or self._close_frame is not None
+            or self._finished
+        ):
+            return False
+        if not self._echo and self._last_published in payloads:
+            last = self._last_published
+            data = b"".join(f for p, f in zip(payloads, frames, strict=True) if p != last)
+            if not data:
+                return True
+        frame = data
+        try:
+            sent = self._send_nowait(frame)  # type: ignore[misc]
+        except OSError as exc:
+            logger.debug("Writing to a WebSocket failed: %s", exc)
+            self._transport.shutdown()  # the reader sees the end and cleans up
+            return True
+        if self._heartbeat_frame:
+            self._last_write = time.monotonic()
+        if sent < len(frame):
+            self._unsent = frame[sent:]
+            self._wake_writer()
+        return True
+
+    def _kick(self) -> None:
+        """Direct mode: write what is queued now, without waking a task, if the socket takes it.
+
+        Called when frames were queued (persisted messages, a pong).  Only when nothing is in
+        flight (no partial write left, the writer not inside ``sendall``), so the bytes of two
+        frames never interleave; otherwise the writer task sends them after what is in flight.
+        """
+        if self._writing or self._unsent or self._close_frame is not None or self._finished:
+            self._wake_writer()
+            return
+        chunks = self._take_pending()
+        if not chunks:
+            return
+        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        try:
+            sent = self._send_nowait(data)  # type: ignore[misc]
+        except OSError as exc:
+            logger.debug("Writing to a WebSocket failed: %s", exc)
+            self._transport.shutdown()  # the reader sees the end and cleans up
+            return
+        if self._heartbeat_frame:
+            self._last_write = time.monotonic()
+        if sent < len(data):
+            self._unsent = data[sent:]
+            self._wake_writer()
 
     # the API the subscriber sees (``send_persisted_messages(websocket)``)
 
     def send(self, message: bytes | str) -> None:
         """Queue a message for the client."""
         self._outbox.append(encode_message(message))
-        self._wake.set()
+        self._flush_soon()
+
+    def _flush_soon(self) -> None:
+        if self._send_nowait is not None:
+            self._kick()
+        else:
+            self._wake.set()
 
     @property
     def closed(self) -> bool:
@@ -361,7 +493,7 @@ class Pump:
         """Queue the close frame; nothing is written after it."""
         if self._close_frame is None:
             self._close_frame = self._protocol.send_close(code, reason)
-            self._wake.set()
+            self._wake_writer()
 
     # reading
 
@@ -388,7 +520,7 @@ class Pump:
                 self._on_message(event.payload)
             elif isinstance(event, Ping):
                 self._outbox.append(self._protocol.pong_for(event))
-                self._wake.set()
+                self._flush_soon()
             elif isinstance(event, Close):
                 logger.debug("WebSocket closed by the client (%s %s)", event.code, event.reason)
                 self._outbox.clear()
@@ -448,19 +580,39 @@ class Pump:
 
     def _write_once(self) -> bool:
         """Write what is pending; True once the close frame is out or the reader is gone."""
-        woken = self._wake.wait(self._heartbeat_interval)
+        interval = self._heartbeat_interval
+        woken = self._wake.wait(max(0.0, self._last_write + interval - time.monotonic()))
         self._wake.clear()
+        # Read before the close frame: whatever the reader queued before it finished is seen.
+        finished = self._finished
         chunks = self._take_pending()
-        if not chunks and not woken and self._heartbeat_frame and self._close_frame is None:
+        if (
+            not chunks
+            and not woken
+            and self._heartbeat_frame
+            and self._close_frame is None
+            and time.monotonic() - self._last_write >= interval
+        ):
             chunks.append(self._heartbeat_frame)
         if self._subscriber.overflowed and self._close_frame is None:
             logger.warning("Closing a WebSocket whose client reads too slowly")
             self.close(CloseCode.POLICY_VIOLATION, "client too slow")
-        if self._close_frame is not None:
-            chunks.append(self._close_frame)
+        close_frame = self._close_frame
+        if close_frame is not None:
+            chunks.append(close_frame)
+        if self._unsent:
+            chunks.insert(0, self._unsent)
+            self._unsent = b""
         if chunks:
-            self._transport.sendall(b"".join(chunks))
-        return self._close_frame is not None or self._finished
+            self._writing = True
+            try:
+                self._transport.sendall(b"".join(chunks))
+            finally:
+                self._writing = False
+            self._last_write = time.monotonic()
+        # Decided on what was read before writing: a close frame queued while ``sendall``
+        # blocked is not out yet, and the next round writes it.
+        return close_frame is not None or finished
 
     def _take_pending(self) -> list[bytes]:
         chunks, self._outbox = self._outbox, []

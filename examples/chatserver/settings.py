@@ -2,9 +2,11 @@
 
 Everything that differs between machines comes from the environment:
 
-``CHATSERVER_REDIS_URL``  the Redis server (default ``redis://127.0.0.1:6379/0``)
-``CHATSERVER_DB``         the SQLite file (default ``examples/chatserver.sqlite3``)
-``CHATSERVER_DEBUG``      ``1`` (default) or ``0``
+``CHATSERVER_REDIS_URL``    the Redis server (default ``redis://127.0.0.1:6379/0``)
+``CHATSERVER_DB``           the SQLite file (default ``examples/chatserver.sqlite3``)
+``CHATSERVER_DEBUG``        ``1`` (default) or ``0``
+``CHATSERVER_STATIC_ROOT``  ``STATIC_ROOT``, where ``collectstatic`` puts the static files
+                            (default ``examples/staticfiles``)
 
 Sessions live in Redis through Django's own Redis cache backend, never in the database: the
 WebSocket loop reads the session of every connecting client, and a database query there would
@@ -91,7 +93,7 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "/static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"
+STATIC_ROOT = os.environ.get("CHATSERVER_STATIC_ROOT", str(BASE_DIR / "staticfiles"))
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 LOGIN_URL = "/login/"

@@ -32,7 +32,7 @@ logger = logging.getLogger("ws4redis")
 #: Seconds before the first reconnect attempt; doubled after each failure up to the cap.
 RECONNECT_BASE_DELAY = 0.1
 #: Upper bound in seconds of the delay between reconnect attempts.
-RECONNECT_MAX_DELAY = 5.0
+RECONNECT_MAX_DELAY = 1.0
 REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
 #: Bytes read from the pub/sub socket at once; one read usually holds many messages.
 READ_SIZE = 1 << 16

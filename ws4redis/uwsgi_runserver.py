@@ -14,6 +14,17 @@ open WebSockets.
 Importing this module makes the ``socket`` module cooperative (``gevent.monkey.patch_socket``),
 so that redis-py — for the pub/sub hub, publishing, and Django's Redis cache or session backend —
 never blocks the worker.
+
+Before a worker exits, every open WebSocket gets a close frame 1001 (going away): on a graceful
+reload (``SIGHUP`` to the master, ``--touch-reload``, an emperor reloading its vassal), a brutal
+reload (``SIGTERM`` without ``--die-on-term``), a shutdown (``SIGINT``, ``SIGQUIT``) and a recycle
+(``--max-requests``, ``--reload-on-rss``) alike.  uWSGI's gevent loop ends each of these the same
+way: it stops accepting, waits for the requests in progress (handshakes only: an open WebSocket
+is no uWSGI request any more) and calls ``uwsgi.atexit`` in the worker's main greenlet, while
+gevent's hub still runs.  That hook sends the close frames and waits for the clients' answers,
+up to ``CLOSE_TIMEOUT`` (2 s) of :mod:`ws4redis.wsgi_server`; a function the application set as
+``uwsgi.atexit`` before is called after it.  Python's own ``atexit`` handlers are no use here:
+uWSGI's gevent workers never run them.
 """
 
 from __future__ import annotations
@@ -21,6 +32,7 @@ from __future__ import annotations
 import logging
 import os
 import socket as _socket
+import weakref
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -44,6 +56,11 @@ class uWSGIWebSocketServer(WebSocketServer):  # noqa: N801 - the documented name
     """The WSGI application that serves WebSockets under uWSGI + gevent."""
 
     runtime = gevent_runtime()
+
+    def __init__(self, redis_connection: Any = None) -> None:
+        super().__init__(redis_connection)
+        _servers.add(self)
+        _close_websockets_at_exit()
 
     def upgrade(
         self,
@@ -80,6 +97,40 @@ class uWSGIWebSocketServer(WebSocketServer):  # noqa: N801 - the documented name
     def release_transport(self, transport: Any) -> None:
         """Close the duplicated descriptor once the WebSocket is over."""
         transport.close()
+
+
+#: The servers of this process, closed with 1001 before it exits.
+_servers: weakref.WeakSet[uWSGIWebSocketServer] = weakref.WeakSet()
+
+
+def _close_websockets_at_exit() -> None:
+    """Make ``uwsgi.atexit`` close the open WebSockets first (installed once per process)."""
+    try:
+        import uwsgi
+    except ImportError:  # imported outside uWSGI: a management command, a test
+        return
+    previous = getattr(uwsgi, "atexit", None)
+    if previous is _close_websockets or getattr(previous, "closes_websockets", False):
+        return
+    if previous is None:
+        uwsgi.atexit = _close_websockets
+        return
+
+    def close_websockets_then_previous() -> None:
+        try:
+            _close_websockets()
+        finally:
+            previous()
+
+    close_websockets_then_previous.closes_websockets = True  # type: ignore[attr-defined]
+    uwsgi.atexit = close_websockets_then_previous
+
+
+def _close_websockets() -> None:
+    """Close every open WebSocket of this process with 1001 and wait for them to end."""
+    closed = sum(server.close_all() for server in list(_servers))
+    if closed:
+        logger.info("Closed %d WebSocket(s) with 1001: this uWSGI worker is going away", closed)
 
 
 def _run_logged(run: Callable[[], None]) -> None:

@@ -5,6 +5,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 from tools.servers import ROOT
 
 
@@ -14,14 +16,21 @@ def run(*args, **kwargs):
     return result.stdout
 
 
-def test_wheel_installs_into_a_fresh_virtualenv(tmp_path):
+@pytest.fixture(scope="module")
+def fresh_venv(tmp_path_factory):
+    """A new virtualenv with only the built wheel (and its dependencies) installed in it."""
+    tmp_path = tmp_path_factory.mktemp("packaging")
     wheels = tmp_path / "wheels"
     run(sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(wheels), str(ROOT))
     (wheel,) = wheels.glob("django_websocket_redis-*.whl")
     venv = tmp_path / "venv"
     run(sys.executable, "-m", "venv", str(venv))
-    python = venv / "bin" / "python"
-    run(str(python), "-m", "pip", "install", "-q", str(wheel))
+    run(str(venv / "bin" / "python"), "-m", "pip", "install", "-q", str(wheel))
+    return venv
+
+
+def test_wheel_installs_into_a_fresh_virtualenv(fresh_venv, tmp_path):
+    python = fresh_venv / "bin" / "python"
     project = tmp_path / "project"
     project.mkdir()
     (project / "site_settings.py").write_text(
@@ -55,15 +64,9 @@ def test_wheel_installs_into_a_fresh_virtualenv(tmp_path):
     assert out.strip() == "['broadcast:f'] b'hi'"
 
 
-def test_wheel_ships_the_javascript_client_to_the_staticfiles_finders(tmp_path):
+def test_wheel_ships_the_javascript_client_to_the_staticfiles_finders(fresh_venv, tmp_path):
     """After a plain ``pip install`` of the wheel, ``{% static 'js/ws4redis.js' %}`` works."""
-    wheels = tmp_path / "wheels"
-    run(sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(wheels), str(ROOT))
-    (wheel,) = wheels.glob("django_websocket_redis-*.whl")
-    venv = tmp_path / "venv"
-    run(sys.executable, "-m", "venv", str(venv))
-    python = venv / "bin" / "python"
-    run(str(python), "-m", "pip", "install", "-q", str(wheel))
+    python = fresh_venv / "bin" / "python"
     project = tmp_path / "project"
     project.mkdir()
     (project / "static_settings.py").write_text(
@@ -95,6 +98,6 @@ def test_wheel_ships_the_javascript_client_to_the_staticfiles_finders(tmp_path):
     )
     found, inside_package, url = out.strip().splitlines()
     assert inside_package == "True", found
-    assert found.startswith(str(venv)), found  # the installed copy, not this checkout's
+    assert found.startswith(str(fresh_venv)), found  # the installed copy, not this checkout's
     assert Path(found).read_bytes() == (ROOT / "ws4redis/static/js/ws4redis.js").read_bytes()
     assert url == "/static/js/ws4redis.js"

@@ -1,0 +1,1 @@
+"""The smallest ws4redis site the benchmark runs under uWSGI: WebSockets only."""

@@ -221,9 +221,9 @@ def render_template(path: Path, values: Mapping[str, str]) -> str:
     return text
 
 
-def process_group_members(pgid: int) -> list[int]:
-    """The ids of the live processes (zombies aside) in process group ``pgid``."""
-    members = []
+def live_processes() -> list[tuple[int, int, int]]:
+    """``(pid, parent pid, process group)`` of every live process (zombies aside)."""
+    processes = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -231,10 +231,19 @@ def process_group_members(pgid: int) -> list[int]:
             fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue  # gone meanwhile
-        state, group = fields[0], int(fields[2])
-        if group == pgid and state != "Z":
-            members.append(int(entry.name))
-    return members
+        if fields[0] != "Z":
+            processes.append((int(entry.name), int(fields[1]), int(fields[2])))
+    return processes
+
+
+def process_group_members(pgid: int) -> list[int]:
+    """The ids of the live processes (zombies aside) in process group ``pgid``."""
+    return [pid for pid, _, group in live_processes() if group == pgid]
+
+
+def children_of(pid: int) -> list[int]:
+    """The ids of the live child processes of ``pid``."""
+    return [child for child, parent, _ in live_processes() if parent == pid]
 
 
 def processes_with_environ(name: str, value: str) -> list[int]:

@@ -36,7 +36,7 @@ from tests.integration.test_conformance import (
     unique,
 )
 from tools.devserver import DevServer
-from tools.servers import ROOT, RedisServer, UwsgiServer, wait_until
+from tools.servers import ROOT, RedisServer, UwsgiServer, children_of, wait_until
 
 TIMEOUT = 10.0
 RELOAD_MODULE = ROOT / "tests" / "sites" / "dev_reload.py"
@@ -80,21 +80,6 @@ def thread_count(pid: int) -> int:
         if line.startswith("Threads:"):
             return int(line.split()[1])
     raise AssertionError(f"no Threads line for pid {pid}")
-
-
-def children_of(pid: int) -> list[int]:
-    """The live child processes of ``pid``."""
-    children = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue  # gone meanwhile
-        if int(fields[1]) == pid and fields[0] != "Z":
-            children.append(int(entry.name))
-    return children
 
 
 def close_cleanly(client: RawClient) -> None:

@@ -89,13 +89,20 @@ def _positive_int(name: str) -> Callable[[Any], int]:
     return check
 
 
-def _positive_number(name: str) -> Callable[[Any], float]:
+def _positive_number(name: str, unit: str = "seconds") -> Callable[[Any], float]:
     def check(value: Any) -> float:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-            raise ImproperlyConfigured(f"{name} must be a positive number of seconds.")
+            raise ImproperlyConfigured(f"{name} must be a positive number of {unit}.")
         return float(value)
 
     return check
+
+
+def _optional(check: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    def optional(value: Any) -> Any:
+        return None if value is None else check(value)
+
+    return optional
 
 
 def _dotted_or_callable(name: str, default: str | None = None) -> Callable[[Any], Any]:
@@ -148,6 +155,14 @@ _SCHEMA: dict[str, tuple[Any, Callable[[Any], Any]]] = {
         1000,
         _positive_int("WS4REDIS_SEND_QUEUE_SIZE"),
     ),
+    "WS4REDIS_MAX_MESSAGES_PER_SECOND": (
+        100,
+        _optional(
+            _positive_number("WS4REDIS_MAX_MESSAGES_PER_SECOND", "messages (or None: no limit)")
+        ),
+    ),
+    "WS4REDIS_MAX_CONNECTIONS": (None, _optional(_positive_int("WS4REDIS_MAX_CONNECTIONS"))),
+    "WS4REDIS_HANDSHAKE_TIMEOUT": (10.0, _positive_number("WS4REDIS_HANDSHAKE_TIMEOUT")),
 }
 
 NAMES = tuple(_SCHEMA)

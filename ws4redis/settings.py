@@ -131,6 +131,15 @@ def resolve_callable(name: str, value: Any) -> Any:
     raise ImproperlyConfigured(f"{name} must be a callable or the dotted path to one.")
 
 
+def _secret(name: str) -> Callable[[Any], str]:
+    def check(value: Any) -> str:
+        if not isinstance(value, str) or not value:
+            raise ImproperlyConfigured(f"{name} must be a non-empty string or None.")
+        return value
+
+    return check
+
+
 # name: (default, validator)
 _SCHEMA: dict[str, tuple[Any, Callable[[Any], Any]]] = {
     "WEBSOCKET_URL": ("/ws/", _url),
@@ -163,6 +172,8 @@ _SCHEMA: dict[str, tuple[Any, Callable[[Any], Any]]] = {
     ),
     "WS4REDIS_MAX_CONNECTIONS": (None, _optional(_positive_int("WS4REDIS_MAX_CONNECTIONS"))),
     "WS4REDIS_HANDSHAKE_TIMEOUT": (10.0, _positive_number("WS4REDIS_HANDSHAKE_TIMEOUT")),
+    "WS4REDIS_METRICS_INTERVAL": (5.0, _positive_number("WS4REDIS_METRICS_INTERVAL")),
+    "WS4REDIS_METRICS_TOKEN": (None, _optional(_secret("WS4REDIS_METRICS_TOKEN"))),
 }
 
 NAMES = tuple(_SCHEMA)

@@ -10,6 +10,7 @@ ws4redis.E004      another ws4redis setting has an invalid value
 ws4redis.W001      sessions live in the database: the WebSocket loop would block on it
 ws4redis.W002      (deploy) origin checking is switched off
 ws4redis.W003      (deploy) Redis cannot be reached
+ws4redis.W004      ``runserver`` serves WebSockets without the handshake deadline
 =================  =====================================================================
 """
 
@@ -47,6 +48,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
         )
     messages += _check_connection()
     messages += _check_other_settings()
+    messages += _check_runserver_command()
     engine = getattr(django_settings, "SESSION_ENGINE", "")
     if engine in DATABASE_SESSION_ENGINES:
         messages.append(
@@ -76,6 +78,31 @@ def _check_connection() -> list[CheckMessage]:
             )
         ]
     return []
+
+
+def _check_runserver_command() -> list[CheckMessage]:
+    """ws4redis's ``runserver`` (with the handshake deadline) runs only if listed first."""
+    wsgi_application = getattr(django_settings, "WSGI_APPLICATION", None)
+    apps = list(getattr(django_settings, "INSTALLED_APPS", ()))
+    staticfiles = "django.contrib.staticfiles"
+    if (
+        wsgi_application != "ws4redis.django_runserver.application"
+        or staticfiles not in apps
+        or "ws4redis" not in apps
+        or apps.index("ws4redis") < apps.index(staticfiles)
+    ):
+        return []
+    return [
+        Warning(
+            "'ws4redis' comes after 'django.contrib.staticfiles' in INSTALLED_APPS, so "
+            "manage.py runserver is staticfiles' command: it serves WebSockets without "
+            "WS4REDIS_HANDSHAKE_TIMEOUT, and a client that never finishes its handshake holds "
+            "a thread for good.",
+            hint="Move 'ws4redis' above 'django.contrib.staticfiles'; static files are still "
+            "served, ws4redis's runserver extends staticfiles' one.",
+            id="ws4redis.W004",
+        )
+    ]
 
 
 def _check_other_settings() -> list[CheckMessage]:

@@ -7,7 +7,9 @@
     │   │                               one-line reason and extra response headers
     │   ├── UpgradeRequiredError        426, unsupported Sec-WebSocket-Version
     │   ├── ForbiddenError              403, Origin not allowed or the hooks said no
-    │   └── RedisUnavailableError       503, Redis cannot be reached
+    │   └── ServiceUnavailableError     503 with Retry-After
+    │       ├── RedisUnavailableError       Redis cannot be reached
+    │       └── TooManyConnectionsError     WS4REDIS_MAX_CONNECTIONS reached
     └── ProtocolError                   fail an open connection: carries the close code
         ├── InvalidUTF8Error            1007
         └── MessageTooBigError          1009
@@ -66,14 +68,26 @@ class ForbiddenError(HandshakeError):
     default_reason = "Forbidden"
 
 
-class RedisUnavailableError(HandshakeError):
-    """Redis cannot be reached, so no subscription can be made (HTTP 503)."""
+class ServiceUnavailableError(HandshakeError):
+    """The server cannot take the WebSocket now (HTTP 503 with ``Retry-After``)."""
 
     status = 503
-    default_reason = "Redis is unavailable; try again later"
+    default_reason = "Service unavailable; try again later"
 
     def __init__(self, reason: str | None = None, retry_after: int = 5) -> None:
         super().__init__(reason, headers=[("Retry-After", str(retry_after))])
+
+
+class RedisUnavailableError(ServiceUnavailableError):
+    """Redis cannot be reached, so no subscription can be made (HTTP 503)."""
+
+    default_reason = "Redis is unavailable; try again later"
+
+
+class TooManyConnectionsError(ServiceUnavailableError):
+    """The worker holds ``WS4REDIS_MAX_CONNECTIONS`` WebSockets already (HTTP 503)."""
+
+    default_reason = "Too many WebSocket connections on this server; try again later"
 
 
 class ProtocolError(WebSocketError):

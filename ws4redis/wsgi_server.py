@@ -32,8 +32,15 @@ from django.http import HttpRequest
 
 from ws4redis import settings
 from ws4redis.auth import default_process_request
-from ws4redis.exceptions import ForbiddenError, HandshakeError, ProtocolError, RedisUnavailableError
+from ws4redis.exceptions import (
+    ForbiddenError,
+    HandshakeError,
+    ProtocolError,
+    RedisUnavailableError,
+    TooManyConnectionsError,
+)
 from ws4redis.hub import get_hub
+from ws4redis.limits import ConnectionSlots, message_rate_limit
 from ws4redis.redis_store import RedisMessage, is_heartbeat
 from ws4redis.runtime import Runtime
 from ws4redis.subscriber import PUBLISH_FLAGS, SUBSCRIBE_FLAGS, RedisSubscriber
@@ -144,6 +151,7 @@ class WebSocketServer:
             django.setup()  # the documented wsgi_websocket.py does not call it
         self._redis = redis_connection
         self._pumps: set[Pump] = set()
+        self._slots = ConnectionSlots(self.runtime.lock())
 
     @property
     def redis(self) -> redis.Redis:
@@ -157,24 +165,22 @@ class WebSocketServer:
     def __call__(
         self, environ: dict[str, Any], start_response: Callable[..., Any]
     ) -> Iterable[bytes]:
+        if not self._slots.acquire(settings.get("WS4REDIS_MAX_CONNECTIONS")):
+            logger.warning("WebSocket handshake refused (503): WS4REDIS_MAX_CONNECTIONS reached")
+            return self.refuse(start_response, TooManyConnectionsError())
         wake = self.runtime.event()
         try:
             handshake, request, subscriber = self.accept(environ, wake)
             pump = self.prepare(request, subscriber, wake)
-        except HandshakeError as exc:
-            logger.info("WebSocket handshake refused (%s): %s", exc.status, exc.reason)
-            return self.refuse(start_response, exc)
-        except redis.exceptions.RedisError as exc:  # e.g. loading the session from the cache
-            logger.warning("WebSocket handshake refused (503): Redis error: %s", exc)
-            return self.refuse(start_response, RedisUnavailableError())
-        except Exception:
-            logger.exception("WebSocket handshake failed")
-            return self.refuse(start_response, HandshakeError("Internal server error", status=500))
+        except Exception as exc:
+            self._slots.release()
+            return self.refuse(start_response, _handshake_error(exc))
         try:
             transport = self.upgrade(
                 environ, start_response, handshake, select_subprotocol(handshake.protocols)
             )
         except Exception:
+            self._slots.release()
             subscriber.release()
             logger.exception("WebSocket upgrade failed")
             return []
@@ -187,6 +193,7 @@ class WebSocketServer:
             pump.run(transport)
         finally:
             self._pumps.discard(pump)
+            self._slots.release()
             subscriber.release()
             self.release_transport(transport)
 
@@ -308,6 +315,18 @@ class WebSocketServer:
 WebsocketWSGIServer = WebSocketServer
 
 
+def _handshake_error(exc: Exception) -> HandshakeError:
+    """The refusal to answer a handshake that failed with ``exc``, logged."""
+    if isinstance(exc, HandshakeError):
+        logger.info("WebSocket handshake refused (%s): %s", exc.status, exc.reason)
+        return exc
+    if isinstance(exc, redis.exceptions.RedisError):  # e.g. loading the session from the cache
+        logger.warning("WebSocket handshake refused (503): Redis error: %s", exc)
+        return RedisUnavailableError()
+    logger.error("WebSocket handshake failed", exc_info=exc)
+    return HandshakeError("Internal server error", status=500)
+
+
 class Pump:
     """Move frames between one client and its subscriber until either side closes.
 
@@ -334,6 +353,7 @@ class Pump:
         self._protocol = WebSocketProtocol(
             max_message_size=settings.get("WS4REDIS_MAX_MESSAGE_SIZE")
         )
+        self._rate_limit = message_rate_limit(settings.get("WS4REDIS_MAX_MESSAGES_PER_SECOND"))
         heartbeat = settings.get("WS4REDIS_HEARTBEAT")
         self._heartbeat_frame = encode_message(heartbeat) if heartbeat else None
         self._heartbeat_interval = settings.get("WS4REDIS_HEARTBEAT_INTERVAL")
@@ -517,6 +537,10 @@ class Pump:
         """Act on decoded events in order; True once the client's close frame was answered."""
         for event in events:
             if isinstance(event, Message):
+                if self._rate_limit is not None and not self._rate_limit.take():
+                    logger.info("Closing a WebSocket whose client sends too many messages")
+                    self.close(CloseCode.POLICY_VIOLATION, "too many messages")
+                    return False
                 self._on_message(event.payload)
             elif isinstance(event, Ping):
                 self._outbox.append(self._protocol.pong_for(event))

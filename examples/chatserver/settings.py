@@ -28,8 +28,8 @@ INSTALLED_APPS = [
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "django.contrib.messages",
+    "ws4redis",  # before staticfiles: its runserver adds the handshake deadline
     "django.contrib.staticfiles",
-    "ws4redis",
     "chatserver",
 ]
 

@@ -370,10 +370,11 @@ class Site:
         self.redis.close()
 
 
+SETTINGS = "tests.sites.unthrottled"  # bursts of 1000 messages: no message rate limit
 SERVERS = {
-    "http-socket": {"socket_option": "--http-socket"},
-    "http-router": {"socket_option": "--http"},
-    "runserver": {"kind": "runserver"},
+    "http-socket": {"socket_option": "--http-socket", "settings_module": SETTINGS},
+    "http-router": {"socket_option": "--http", "settings_module": SETTINGS},
+    "runserver": {"kind": "runserver", "settings_module": SETTINGS},
 }
 
 

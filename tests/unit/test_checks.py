@@ -69,6 +69,22 @@ class SettingsChecks(SimpleTestCase):
     def test_cache_sessions_are_fine(self):
         assert ids(check_settings()) == []
 
+    @override_settings(
+        WSGI_APPLICATION="ws4redis.django_runserver.application",
+        INSTALLED_APPS=["django.contrib.staticfiles", "ws4redis"],
+    )
+    def test_ws4redis_after_staticfiles_under_runserver_is_a_warning(self):
+        messages = check_settings()
+        assert ids(messages) == ["ws4redis.W004"]
+        assert messages[0].hint
+
+    @override_settings(
+        WSGI_APPLICATION="ws4redis.django_runserver.application",
+        INSTALLED_APPS=["ws4redis", "django.contrib.staticfiles"],
+    )
+    def test_ws4redis_before_staticfiles_is_fine(self):
+        assert ids(check_settings()) == []
+
 
 class DeployChecks(SimpleTestCase):
     @override_settings(WS4REDIS_ALLOWED_ORIGINS=["*"], WS4REDIS_CONNECTION="redis://127.0.0.1:1/0")

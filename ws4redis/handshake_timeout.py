@@ -1,0 +1,72 @@
+"""A deadline for the request head under Django's development server.
+
+A client that opens a connection and then sends its request line and headers slowly, or not at
+all (a "slowloris"), holds one of the development server's threads.  The server class here gives
+every request ``WS4REDIS_HANDSHAKE_TIMEOUT`` seconds from the moment the server starts reading it
+until its head is complete; a request still incomplete then is answered with ``408 Request
+Timeout`` and its connection is shut down.  Once the head is read the deadline is off, so a
+WebSocket (or a long response) is never cut by it.  ``ws4redis``'s ``runserver`` command uses
+this class (see :mod:`ws4redis.management.commands.runserver`).
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from typing import Any
+
+from django.core.servers.basehttp import WSGIRequestHandler, WSGIServer
+
+from ws4redis import settings
+
+TIMEOUT_RESPONSE = (
+    b"HTTP/1.1 408 Request Timeout\r\n"
+    b"Content-Type: text/plain; charset=utf-8\r\n"
+    b"Content-Length: 35\r\n"
+    b"Connection: close\r\n\r\n"
+    b"Request head not received in time.\n"
+)
+
+
+class DeadlineRequestHandler(WSGIRequestHandler):
+    """Django's request handler with a deadline for reading each request's head."""
+
+    def handle_one_request(self) -> None:
+        """Serve one request; a head not read within the deadline ends the connection."""
+        self._head_lock = threading.Lock()
+        self._head_read = False
+        timer = threading.Timer(settings.get("WS4REDIS_HANDSHAKE_TIMEOUT"), self._expire)
+        timer.daemon = True
+        timer.start()
+        try:
+            super().handle_one_request()
+        finally:
+            timer.cancel()
+
+    def parse_request(self) -> bool:
+        """Read the headers; from then on the deadline no longer applies."""
+        ok = super().parse_request()
+        with self._head_lock:
+            self._head_read = True
+        return ok
+
+    def _expire(self) -> None:
+        with self._head_lock:
+            if self._head_read:
+                return
+            self._head_read = True  # nothing else is written on this connection
+        self.close_connection = True
+        try:
+            self.connection.sendall(TIMEOUT_RESPONSE)
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass  # the client is gone already
+
+
+class HandshakeDeadlineServer(WSGIServer):
+    """Django's development server, serving requests with :class:`DeadlineRequestHandler`."""
+
+    def __init__(self, server_address: Any, handler_class: Any, *args: Any, **kwargs: Any) -> None:
+        if handler_class is WSGIRequestHandler:
+            handler_class = DeadlineRequestHandler
+        super().__init__(server_address, handler_class, *args, **kwargs)

@@ -9,9 +9,11 @@ that the routes route.  Started from ``/``, with paths from the environment only
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,6 +26,16 @@ from tests.deployments.checks import (
     logs_on_failure,
     make_run_dir,
 )
+from tests.integration.test_graceful_reload import (
+    CLIENTS,
+    CLOSE_DEADLINE,
+    END_DEADLINE,
+    GOING_AWAY,
+    PATH,
+    RECONNECT_DEADLINE,
+    describe,
+)
+from tests.integration.test_redis_outage import Crowd, ensure_descriptors
 from tools.servers import (
     ROOT,
     RedisServer,
@@ -88,6 +100,32 @@ def test_emperor_routes_django_static_files_and_websockets(
         assert re.search(r"\|app: -1\|.* GET /ws/\S+ => .* via offload\(\)", emperor.log())
         # ... and served the static file from the static map
         assert re.search(r"\|app: -1\|.* GET /static/\S+ => .* \(HTTP/1.1 200\)", emperor.log())
+
+
+#: The emperor looks at its vassals' files every few seconds (``--emperor-freq``, 3 s).
+EMPEROR_SCAN = 3.0
+
+
+def test_vassal_reload_closes_every_websocket_with_1001(emperor: Emperor) -> None:
+    """Touching the WebSocket vassal's file makes the emperor reload it gracefully: its clients,
+    connected through the emperor's router, each get 1001 and can connect again at once."""
+    ensure_descriptors(4 * CLIENTS + 1024)
+    vassal = ROOT / "vassals" / "wsserver.ini"
+    with logs_on_failure(emperor), Crowd(emperor.port, PATH, CLIENTS) as crowd:
+        assert not crowd.ping_all(), "not every WebSocket was being served before the reload"
+        touched_at = time.monotonic()
+        os.utime(vassal)
+        crowd.wait(lambda: all(not c.open for c in crowd.clients), EMPEROR_SCAN + CLOSE_DEADLINE)
+        crowd.wait(lambda: all(c.ended for c in crowd.clients), END_DEADLINE)
+        with crowd.condition:
+            clients = list(crowd.clients)
+            seen = describe(clients, touched_at)
+        with Crowd(emperor.port, PATH, CLIENTS, timeout=RECONNECT_DEADLINE) as again:
+            unanswered = again.ping_all()
+    print(f"\nvassal reload: {seen}")
+    assert all(c.close_code == GOING_AWAY for c in clients), f"not every client got 1001: {seen}"
+    assert all(c.ended == "eof" and c.frames_after_close == 0 for c in clients), seen
+    assert not unanswered, f"{len(unanswered)} reconnected clients did not answer a ping"
 
 
 def test_sigterm_stops_the_emperor_and_its_vassals(emperor: Emperor) -> None:

@@ -13,7 +13,6 @@ Every case also checks that the other connections did not notice.
 
 from __future__ import annotations
 
-import resource
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -33,6 +32,7 @@ from tests.integration.test_conformance import (
     refused_handshake,
     unique,
 )
+from tests.integration.test_redis_outage import ensure_descriptors
 from tests.sites import limits
 from tools.servers import RedisServer, UwsgiServer
 from ws4redis.websocket import encode_frame
@@ -189,15 +189,6 @@ def test_one_connection_over_the_limit_gets_503(site: LimitedSite) -> None:
 # The opening handshake's deadline, and many stalled handshakes
 
 
-def raise_fd_limit(needed: int) -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft >= needed:
-        return
-    if hard != resource.RLIM_INFINITY and hard < needed:
-        pytest.fail(f"this test needs {needed} file descriptors; the hard limit is {hard}")
-    resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
-
-
 def stalled_handshake(port: int) -> socket.socket:
     """A connection that sends half of an opening handshake and then nothing."""
     sock = socket.create_connection((HOST, port), timeout=10)
@@ -231,7 +222,7 @@ def test_stalled_handshake_is_dropped_after_the_timeout(site: LimitedSite) -> No
 
 
 def test_new_client_connects_at_once_despite_500_stalled_handshakes(site: LimitedSite) -> None:
-    raise_fd_limit(4 * HALF_OPEN)
+    ensure_descriptors(4 * HALF_OPEN)
     facility = unique("slowloris")
     stalled = [stalled_handshake(site.port) for _ in range(HALF_OPEN)]
     try:

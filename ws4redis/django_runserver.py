@@ -25,7 +25,7 @@ from typing import Any
 
 from django.core.wsgi import get_wsgi_application
 
-from ws4redis import settings
+from ws4redis import metrics, settings
 from ws4redis.runtime import thread_runtime
 from ws4redis.transport import SocketTransport
 from ws4redis.websocket import Handshake, handshake_response_headers
@@ -78,6 +78,7 @@ def application(environ: dict[str, Any], start_response: Callable[..., Any]) -> 
 def _close_websockets() -> None:
     """At exit (an autoreload restart included): close open WebSockets with 1001."""
     count = _websocket_app.close_all()
+    metrics.stop_reporter()
     if count:
         logger.info("Closed %d WebSocket(s): the development server is going away", count)
 

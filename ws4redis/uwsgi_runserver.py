@@ -44,6 +44,7 @@ _stdlib_socket = monkey.get_original("socket", "socket")
 import gevent  # noqa: E402
 import gevent.socket  # noqa: E402
 
+from ws4redis import metrics  # noqa: E402
 from ws4redis.runtime import gevent_runtime  # noqa: E402
 from ws4redis.transport import SocketTransport  # noqa: E402
 from ws4redis.websocket import Handshake  # noqa: E402
@@ -129,6 +130,7 @@ def _close_websockets_at_exit() -> None:
 def _close_websockets() -> None:
     """Close every open WebSocket of this process with 1001 and wait for them to end."""
     closed = sum(server.close_all() for server in list(_servers))
+    metrics.stop_reporter()  # this worker's report goes now, not after its time-to-live
     if closed:
         logger.info("Closed %d WebSocket(s) with 1001: this uWSGI worker is going away", closed)
 

@@ -30,7 +30,7 @@ from django.core.exceptions import PermissionDenied
 from django.core.handlers.wsgi import WSGIRequest
 from django.http import HttpRequest
 
-from ws4redis import settings
+from ws4redis import metrics, settings
 from ws4redis.auth import default_process_request
 from ws4redis.exceptions import (
     ForbiddenError,
@@ -41,6 +41,7 @@ from ws4redis.exceptions import (
 )
 from ws4redis.hub import get_hub
 from ws4redis.limits import ConnectionSlots, message_rate_limit
+from ws4redis.metrics import counters as _stats
 from ws4redis.redis_store import RedisMessage, is_heartbeat
 from ws4redis.runtime import Runtime
 from ws4redis.subscriber import PUBLISH_FLAGS, SUBSCRIBE_FLAGS, RedisSubscriber
@@ -165,6 +166,7 @@ class WebSocketServer:
     def __call__(
         self, environ: dict[str, Any], start_response: Callable[..., Any]
     ) -> Iterable[bytes]:
+        metrics.ensure_reporter(self.runtime, self.redis)
         if not self._slots.acquire(settings.get("WS4REDIS_MAX_CONNECTIONS")):
             logger.warning("WebSocket handshake refused (503): WS4REDIS_MAX_CONNECTIONS reached")
             return self.refuse(start_response, TooManyConnectionsError())
@@ -184,6 +186,8 @@ class WebSocketServer:
             subscriber.release()
             logger.exception("WebSocket upgrade failed")
             return []
+        _stats.handshakes_accepted += 1
+        _stats.connections += 1
         self._pumps.add(pump)
         return self.serve(lambda: self._serve(pump, subscriber, transport))
 
@@ -192,6 +196,7 @@ class WebSocketServer:
         try:
             pump.run(transport)
         finally:
+            _stats.connections -= 1
             self._pumps.discard(pump)
             self._slots.release()
             subscriber.release()
@@ -274,6 +279,7 @@ class WebSocketServer:
 
     def refuse(self, start_response: Callable[..., Any], error: HandshakeError) -> list[bytes]:
         """Answer a refused handshake with its status and one-line reason."""
+        metrics.record_refused(error.status)
         body = (error.reason + "\n").encode("utf-8")
         headers = [
             ("Content-Type", "text/plain; charset=utf-8"),
@@ -446,9 +452,11 @@ class Pump:
             or self._finished
         ):
             return False
+        count = len(payloads)
         if not self._echo and self._last_published in payloads:
             last = self._last_published
-            data = b"".join(f for p, f in zip(payloads, frames, strict=True) if p != last)
+            kept = [f for p, f in zip(payloads, frames, strict=True) if p != last]
+            data, count = b"".join(kept), len(kept)
             if not data:
                 return True
         frame = data
@@ -458,6 +466,8 @@ class Pump:
             logger.debug("Writing to a WebSocket failed: %s", exc)
             self._transport.shutdown()  # the reader sees the end and cleans up
             return True
+        _stats.messages_out += count
+        _stats.bytes_out += sent
         if self._heartbeat_frame:
             self._last_write = time.monotonic()
         if sent < len(frame):
@@ -485,6 +495,7 @@ class Pump:
             logger.debug("Writing to a WebSocket failed: %s", exc)
             self._transport.shutdown()  # the reader sees the end and cleans up
             return
+        _stats.bytes_out += sent
         if self._heartbeat_frame:
             self._last_write = time.monotonic()
         if sent < len(data):
@@ -495,6 +506,7 @@ class Pump:
 
     def send(self, message: bytes | str) -> None:
         """Queue a message for the client."""
+        _stats.messages_out += 1
         self._outbox.append(encode_message(message))
         self._flush_soon()
 
@@ -512,6 +524,8 @@ class Pump:
     def close(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
         """Queue the close frame; nothing is written after it."""
         if self._close_frame is None:
+            if not self._protocol.closed_by_peer:  # not our answer to the client's close
+                metrics.record_close(code)
             self._close_frame = self._protocol.send_close(code, reason)
             self._wake_writer()
 
@@ -553,7 +567,10 @@ class Pump:
         return False
 
     def _on_message(self, payload: bytes) -> None:
-        if is_heartbeat(payload) or not self._subscriber.publish_channels:
+        if is_heartbeat(payload):
+            return
+        _stats.messages_in += 1
+        if not self._subscriber.publish_channels:
             return
         self._last_published = payload
         try:
@@ -629,10 +646,12 @@ class Pump:
             self._unsent = b""
         if chunks:
             self._writing = True
+            data = b"".join(chunks)
             try:
-                self._transport.sendall(b"".join(chunks))
+                self._transport.sendall(data)
             finally:
                 self._writing = False
+            _stats.bytes_out += len(data)
             self._last_write = time.monotonic()
         # Decided on what was read before writing: a close frame queued while ``sendall``
         # blocked is not out yet, and the next round writes it.
@@ -642,6 +661,7 @@ class Pump:
         chunks, self._outbox = self._outbox, []
         if self._close_frame is not None:
             return chunks
+        queued = len(chunks)
         subscriber = self._subscriber
         while True:
             if self._direct:
@@ -656,4 +676,5 @@ class Pump:
                 payload, frame = response[2], None
             if self._echo or payload != self._last_published:
                 chunks.append(frame or encode_message(payload))
+        _stats.messages_out += len(chunks) - queued
         return chunks

@@ -54,7 +54,7 @@ HEARTBEAT = b"--heartbeat--"  # tests/sites/outage.py: one after each second of 
 SOCKET_TIMEOUT = 5.0
 #: After Redis is back (and the hub has resubscribed), a message reaches every client in this.
 DELIVERY_BOUND = 2.0
-#: The hub waits at most 5 s between reconnect attempts (``hub.RECONNECT_MAX_DELAY``, full
+#: The hub waits at most 1 s between reconnect attempts (``hub.RECONNECT_MAX_DELAY``, full
 #: jitter); this leaves room for a loaded machine.
 RESUBSCRIBE_DEADLINE = 15.0
 TIMEOUT = 10.0

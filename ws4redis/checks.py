@@ -64,16 +64,21 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
 
 
 def _check_connection() -> list[CheckMessage]:
-    from ws4redis.connection import pool_spec
+    from ws4redis.connection import ClusterConfig, SentinelConfig, parse_connection, pool_spec
 
     try:
-        pool_spec(settings.get("WS4REDIS_CONNECTION"))
+        spec = parse_connection(settings.get("WS4REDIS_CONNECTION"))
+        if not isinstance(spec, (SentinelConfig, ClusterConfig)):
+            pool_spec(spec)
     except (ImproperlyConfigured, ValueError, TypeError) as exc:
         return [
             Error(
                 f"WS4REDIS_CONNECTION cannot be used: {exc}",
                 hint="Give a dict of redis-py connection arguments (host, port, db, password, "
-                "unix_socket_path, ssl…) or a redis://, rediss:// or unix:// URL.",
+                "unix_socket_path, ssl…) or a redis://, rediss:// or unix:// URL; for Sentinel "
+                "redis+sentinel://host:26379[,host:port…]/service_name[/db] or a dict with "
+                "sentinels and service_name; for Cluster redis+cluster://host:port[,host:port…] "
+                "or a dict with cluster_nodes.",
                 id="ws4redis.E002",
             )
         ]

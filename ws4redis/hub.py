@@ -5,6 +5,12 @@ local listener arrives and unsubscribed when its last one leaves.  A reader task
 message once, encodes its WebSocket frame once, and hands that same frame to each local listener
 of the channel.  When the Redis connection drops, the reader reconnects with exponential backoff
 and full jitter and subscribes again to every channel that still has listeners.
+
+Under Redis Sentinel the hub connects to the master that the sentinels name, and checks every
+:data:`~ws4redis.connection.SENTINEL_CHECK_INTERVAL` seconds that it still is: after a failover
+it moves to the new master.  Under Redis Cluster, :class:`ShardedHub` keeps one such engine per
+master that owns the slot of a channel with local listeners, speaking sharded pub/sub
+(``SSUBSCRIBE``), and moves channels when their slots move.
 """
 
 from __future__ import annotations
@@ -14,7 +20,8 @@ import os
 import random
 import time
 from collections.abc import Callable, Iterable
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
 
 import redis
 
@@ -27,6 +34,9 @@ from ws4redis.exceptions import RedisUnavailableError
 from ws4redis.runtime import Runtime
 from ws4redis.websocket import encode_message
 
+if TYPE_CHECKING:
+    from ws4redis.connection import Address, ClusterNodes
+
 logger = logging.getLogger("ws4redis")
 
 #: Seconds before the first reconnect attempt; doubled after each failure up to the cap.
@@ -36,6 +46,30 @@ RECONNECT_MAX_DELAY = 1.0
 REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
 #: Bytes read from the pub/sub socket at once; one read usually holds many messages.
 READ_SIZE = 1 << 16
+#: A cluster hub refreshes its slot table at most this often (seconds), however many
+#: ``MOVED`` replies, lost connections or slot moves ask for it.
+REFRESH_MIN_INTERVAL = 0.25
+
+
+@dataclass(frozen=True)
+class PubSubCommands:
+    """The commands and reply kinds of one flavour of Redis pub/sub."""
+
+    subscribe: str
+    unsubscribe: str
+    message: bytes
+    subscribed: bytes
+    unsubscribed: bytes
+    #: Send one command per channel (sharded pub/sub refuses channels of different slots).
+    one_per_channel: bool = False
+
+
+#: ``SUBSCRIBE``: a single server or a Sentinel master.
+PLAIN = PubSubCommands("SUBSCRIBE", "UNSUBSCRIBE", b"message", b"subscribe", b"unsubscribe")
+#: ``SSUBSCRIBE``: a Redis Cluster shard (Redis ≥ 7).
+SHARDED = PubSubCommands(
+    "SSUBSCRIBE", "SUNSUBSCRIBE", b"smessage", b"ssubscribe", b"sunsubscribe", True
+)
 
 
 class Listener(Protocol):
@@ -58,10 +92,22 @@ class PubSubHub:
         runtime: Runtime,
         *,
         subscribe_timeout: float = 5.0,
+        commands: PubSubCommands = PLAIN,
+        health_check: Callable[[redis.Connection], bool] | None = None,
+        health_interval: float = 1.0,
+        on_trouble: Callable[[PubSubHub, list[str] | None], None] | None = None,
     ) -> None:
+        """``health_check(connection)`` is called every ``health_interval`` seconds; ``False``
+        makes the hub reconnect.  ``on_trouble(hub, channels)`` hears of channels Redis dropped
+        (``channels``) or of a lost connection or a ``MOVED`` reply (``None``)."""
         self._connection_factory = connection_factory
         self._runtime = runtime
         self._subscribe_timeout = subscribe_timeout
+        self._commands = commands
+        self._message_kind = commands.message
+        self._health_check = health_check
+        self._health_interval = health_interval
+        self._on_trouble = on_trouble
         self._listeners: dict[str, set[Listener]] = {}
         self._unacknowledged: dict[str, int] = {}
         self._acknowledged = runtime.event()
@@ -89,7 +135,7 @@ class PubSubHub:
             self._listeners.setdefault(channel, set()).add(listener)
         try:
             if new:
-                self._send("SUBSCRIBE", new)
+                self._send(self._commands.subscribe, new)
             self._wait_acknowledged(channels)
         except RedisUnavailableError:
             self.unsubscribe(listener, channels)
@@ -108,7 +154,7 @@ class PubSubHub:
                 gone.append(channel)
         if gone and self._connection is not None:
             try:
-                self._send("UNSUBSCRIBE", gone)
+                self._send(self._commands.unsubscribe, gone)
             except RedisUnavailableError:
                 pass  # the reconnect subscribes only to channels that still have listeners
 
@@ -127,6 +173,41 @@ class PubSubHub:
         if self._connection is not None:
             self._connection.disconnect()
 
+    @property
+    def connected(self) -> bool:
+        """Whether the hub holds a Redis connection now."""
+        return self._connection is not None
+
+    def take(self, channel: str) -> set[Listener]:
+        """Remove ``channel`` and its listeners from this hub (to move them to another one)."""
+        listeners = self._listeners.pop(channel, set())
+        if self._unacknowledged.pop(channel, None):
+            self._notify_acknowledged()
+        if self._connection is not None:
+            try:
+                self._send(self._commands.unsubscribe, [channel])
+            except RedisUnavailableError:
+                pass
+        return listeners
+
+    def adopt(self, channel: str, listeners: set[Listener], *, again: bool = False) -> None:
+        """Add ``listeners`` of ``channel`` without waiting; subscribe when it is new here.
+
+        ``again``: subscribe even though the channel is known (Redis dropped it).  When not
+        connected, the reader (started if needed) subscribes on (re)connecting.
+        """
+        new = not self._listeners.get(channel)
+        self._listeners.setdefault(channel, set()).update(listeners)
+        if again:
+            self._unacknowledged.pop(channel, None)
+        if self._reader is None:
+            self._reader = self._runtime.spawn(self._read_forever)
+        elif (new or again) and self._connection is not None:
+            try:
+                self._send(self._commands.subscribe, [channel])
+            except RedisUnavailableError:
+                pass  # the reader reconnects and subscribes to every channel
+
     # -- connection -------------------------------------------------------------------------
 
     def _ensure_connected(self) -> None:
@@ -139,27 +220,44 @@ class PubSubHub:
                 raise RedisUnavailableError()  # the reader is reconnecting: fail fast
             self._connection = self._connect()
             self._reader = self._runtime.spawn(self._read_forever)
+            if self._health_check is not None:
+                self._runtime.spawn(self._watch_health)
 
     def _connect(self) -> redis.Connection:
-        connection = self._connection_factory()
         try:
+            connection = self._connection_factory()
             connection.connect()
         except REDIS_ERRORS as exc:
             logger.warning("Redis pub/sub connection failed: %s", exc)
-            connection.disconnect()
+            if "connection" in locals():
+                connection.disconnect()
             raise RedisUnavailableError() from exc
         return connection
+
+    def _watch_health(self) -> None:
+        """Reconnect when ``health_check`` finds the connection no longer goes where it should
+        (a Sentinel master demoted while it keeps its clients)."""
+        while not self._closed:
+            self._runtime.sleep(self._health_interval)
+            connection = self._connection
+            if connection is not None and not self._health_check(connection):  # type: ignore[misc]
+                logger.warning("Redis pub/sub server is no longer the master; reconnecting")
+                connection.disconnect()  # the reader sees it and reconnects
 
     def _send(self, command: str, channels: list[str]) -> None:
         connection = self._connection
         if connection is None:
             raise RedisUnavailableError()
         for channel in channels:
-            if command == "SUBSCRIBE":
+            if command == self._commands.subscribe:
                 self._unacknowledged[channel] = self._unacknowledged.get(channel, 0) + 1
         try:
             with self._send_lock:
-                connection.send_command(command, *channels, check_health=False)
+                if self._commands.one_per_channel:
+                    packed = connection.pack_commands([(command, c) for c in channels])
+                    connection.send_packed_command(packed, check_health=False)
+                else:
+                    connection.send_command(command, *channels, check_health=False)
         except REDIS_ERRORS as exc:
             logger.warning("Redis pub/sub command %s failed: %s", command, exc)
             raise RedisUnavailableError() from exc
@@ -232,7 +330,7 @@ class PubSubHub:
         self._connection = connection
         channels = list(self._listeners)
         if channels:
-            self._send("SUBSCRIBE", channels)
+            self._send(self._commands.subscribe, channels)
         logger.info("Redis pub/sub connection restored; %d channels resubscribed", len(channels))
         return connection
 
@@ -242,6 +340,8 @@ class PubSubHub:
             self._connection.disconnect()
         self._connection = None
         self._notify_acknowledged()
+        if self._on_trouble is not None:
+            self._on_trouble(self, None)
 
     def _dispatch_all(self, responses: list[Any]) -> None:
         """Act on replies in order; a run of messages on one channel is delivered at once.
@@ -250,15 +350,25 @@ class PubSubHub:
         messages of a channel in one call (``deliver_many``), which the WebSocket loop writes
         with one ``send``.  Runs never reorder messages of different channels.
         """
+        kind = self._message_kind
         index, count = 0, len(responses)
         while index < count:
             response = responses[index]
             if isinstance(response, Exception):
-                raise response
+                self._error_reply(response)
+                index += 1
+                continue
             end = index + 1
-            if response[0] == b"message":
+            if response[0] == kind:
                 channel = response[1]
-                while end < count and _is_message_on(responses[end], channel):
+                while end < count:
+                    following = responses[end]
+                    if (
+                        isinstance(following, Exception)
+                        or following[0] != kind
+                        or following[1] != channel
+                    ):
+                        break
                     end += 1
             if end - index > 1:
                 self._deliver_run(
@@ -269,11 +379,27 @@ class PubSubHub:
                 self._dispatch(response)
             index = end
 
+    def _error_reply(self, error: Exception) -> None:
+        """An error reply: a ``MOVED`` (a cluster slot moved) asks for a refresh, others raise."""
+        text = str(error)
+        if self._on_trouble is None or not text.startswith("MOVED "):
+            raise error
+        slot = int(text.split()[1])
+        moved = [
+            c for c in self._listeners if key_slot(c.encode("utf-8", "surrogateescape")) == slot
+        ]
+        self._on_trouble(self, moved or None)
+
     def _dispatch(self, response: Any) -> None:
         kind = response[0]
-        if kind == b"message":
+        commands = self._commands
+        if kind == commands.message:
             self._deliver(response[1].decode("utf-8", "surrogateescape"), response[2])
-        elif kind == b"subscribe":
+        elif kind == commands.unsubscribed and self._on_trouble is not None:
+            channel = response[1].decode("utf-8", "surrogateescape")
+            if self._listeners.get(channel):
+                self._on_trouble(self, [channel])  # Redis dropped it: its slot moved away
+        elif kind == commands.subscribed:
             channel = response[1].decode("utf-8", "surrogateescape")
             count = self._unacknowledged.get(channel, 0)
             if count <= 1:
@@ -322,21 +448,217 @@ class PubSubHub:
             logger.exception("Delivering a message on %s failed", channel)
 
 
-def _is_message_on(response: Any, channel: bytes) -> bool:
-    return (
-        not isinstance(response, Exception) and response[0] == b"message" and response[1] == channel
-    )
+class ShardedHub:
+    """The hub of a Redis Cluster: one sharded pub/sub engine per master with listeners.
+
+    Each channel lives on the :class:`PubSubHub` (speaking ``SSUBSCRIBE``) of the master that
+    owns its slot, so a worker holds at most one pub/sub connection per shard.  When a master
+    drops channels (``sunsubscribe`` after its slots moved or it was demoted), answers
+    ``MOVED``, or its connection is lost, a refresher task reads the slot table again
+    (``CLUSTER SLOTS``, at most every :data:`REFRESH_MIN_INTERVAL` seconds while trouble lasts)
+    and moves the channels to the engines of their owners, which subscribe them.
+    """
+
+    def __init__(self, nodes: ClusterNodes, runtime: Runtime, *, subscribe_timeout: float = 5.0):
+        self._nodes = nodes
+        self._runtime = runtime
+        self._subscribe_timeout = subscribe_timeout
+        self._owners: list[Address] = []  # the master of each slot
+        self._engines: dict[Address, PubSubHub] = {}
+        self._homes: dict[str, Address] = {}  # channel -> the engine holding its listeners
+        self._lost: set[str] = set()  # channels Redis dropped, to subscribe again
+        self._trouble = runtime.event()
+        self._topology_lock = runtime.lock()
+        self._refresher: Any = None
+        self._closed = False
+
+    # -- the hub API ----------------------------------------------------------------------
+
+    def subscribe(self, listener: Listener, channels: Iterable[str]) -> None:
+        """Add ``listener`` to ``channels`` on their shards; wait until each confirms.
+
+        Raises :class:`~ws4redis.exceptions.RedisUnavailableError` when a shard cannot be
+        reached.
+        """
+        channels = list(dict.fromkeys(channels))
+        if not channels:
+            return
+        self._ensure_topology()
+        done: list[str] = []
+        try:
+            for address, group in self._by_home(channels).items():
+                self._homes.update(dict.fromkeys(group, address))
+                self._engine(address).subscribe(listener, group)
+                done += group
+        except RedisUnavailableError:
+            self.unsubscribe(listener, done)
+            for channel in channels:
+                if not self.listener_count(channel):
+                    self._homes.pop(channel, None)
+            self._report_trouble(None, None)
+            raise
+
+    def unsubscribe(self, listener: Listener, channels: Iterable[str]) -> None:
+        """Remove ``listener`` from ``channels``; shards unsubscribe those nobody listens to."""
+        for address, group in self._by_home(list(channels), known_only=True).items():
+            engine = self._engines[address]
+            engine.unsubscribe(listener, group)
+            for channel in group:
+                if not engine.listener_count(channel):
+                    self._homes.pop(channel, None)
+
+    @property
+    def channels(self) -> list[str]:
+        """The channels that have at least one local listener."""
+        return list(self._homes)
+
+    def listener_count(self, channel: str) -> int:
+        """How many local listeners ``channel`` has."""
+        address = self._homes.get(channel)
+        return self._engines[address].listener_count(channel) if address else 0
+
+    @property
+    def shards(self) -> dict[Address, list[str]]:
+        """The masters this hub holds a pub/sub engine for, and their channels."""
+        return {address: engine.channels for address, engine in self._engines.items()}
+
+    def close(self) -> None:
+        """Stop every engine and the refresher."""
+        self._closed = True
+        self._trouble.set()
+        for engine in self._engines.values():
+            engine.close()
+
+    # -- topology ---------------------------------------------------------------------------
+
+    def _by_home(self, channels: list[str], known_only: bool = False) -> dict[Address, list[str]]:
+        groups: dict[Address, list[str]] = {}
+        for channel in channels:
+            address = self._homes.get(channel)
+            if address is None:
+                if known_only:
+                    continue
+                address = self._owners[key_slot(channel.encode("utf-8", "surrogateescape"))]
+            groups.setdefault(address, []).append(channel)
+        return groups
+
+    def _engine(self, address: Address) -> PubSubHub:
+        engine = self._engines.get(address)
+        if engine is None:
+            engine = self._engines[address] = PubSubHub(
+                lambda: self._nodes.connect(address),
+                self._runtime,
+                subscribe_timeout=self._subscribe_timeout,
+                commands=SHARDED,
+                on_trouble=self._report_trouble,
+            )
+        return engine
+
+    def _ensure_topology(self) -> None:
+        if self._owners:
+            return
+        with self._topology_lock:
+            if not self._owners:
+                self._load_slot_table()
+                self._refresher = self._runtime.spawn(self._refresh_forever)
+
+    def _load_slot_table(self) -> None:
+        try:
+            table = self._nodes.slot_table()
+        except (redis.exceptions.RedisError, OSError) as exc:
+            logger.warning("Redis Cluster slot table unavailable: %s", exc)
+            raise RedisUnavailableError() from exc
+        owners: list[Address | None] = [None] * SLOTS
+        for first, last, address in table:
+            owners[first : last + 1] = [address] * (last - first + 1)
+        fallback = table[0][2] if table else ("127.0.0.1", 6379)
+        self._owners = [owner or fallback for owner in owners]  # uncovered slots: MOVED later
+
+    def _report_trouble(self, engine: PubSubHub | None, channels: list[str] | None) -> None:
+        if channels:
+            self._lost.update(channels)
+        self._trouble.set()
+
+    def _refresh_forever(self) -> None:
+        """The one place where channels move between shards."""
+        while not self._closed:
+            self._trouble.wait()
+            if self._closed:
+                return
+            self._trouble.clear()
+            try:
+                with self._topology_lock:
+                    self._load_slot_table()
+                self._rehome()
+            except RedisUnavailableError:
+                self._trouble.set()  # try again after the pause
+            except Exception:
+                logger.exception("Refreshing the Redis Cluster topology failed")
+            self._runtime.sleep(REFRESH_MIN_INTERVAL)
+            if any(not e.connected and e.channels for e in self._engines.values()):
+                self._trouble.set()  # a shard is still away: keep looking for its successor
+
+    def _rehome(self) -> None:
+        lost, self._lost = self._lost, set()
+        for address, engine in list(self._engines.items()):
+            for channel in engine.channels:
+                owner = self._owners[key_slot(channel.encode("utf-8", "surrogateescape"))]
+                if owner != address:
+                    self._homes[channel] = owner
+                    self._engine(owner).adopt(channel, engine.take(channel))
+                elif channel in lost:
+                    engine.adopt(channel, set(), again=True)
+        masters = set(self._owners)
+        for address, engine in list(self._engines.items()):
+            if address not in masters and not engine.channels:
+                engine.close()  # a demoted or removed master: keep no connection to it
+                del self._engines[address]
 
 
-_hubs: dict[tuple[int, str], PubSubHub] = {}
+#: The number of hash slots of a Redis Cluster.
+SLOTS = 16384
 
 
-def get_hub(runtime: Runtime) -> PubSubHub:
-    """The hub of this process for ``runtime`` (a new one after a fork)."""
+def key_slot(channel: bytes) -> int:
+    """The cluster hash slot of ``channel`` (hash tags ``{…}`` respected)."""
+    from redis.crc import key_slot as slot_of
+
+    return int(slot_of(channel))
+
+
+Hub = PubSubHub | ShardedHub
+_hubs: dict[tuple[int, str], Hub] = {}
+
+
+def get_hub(runtime: Runtime) -> Hub:
+    """The hub of this process for ``runtime`` (a new one after a fork).
+
+    Its kind follows ``WS4REDIS_CONNECTION``: a :class:`ShardedHub` for a Redis Cluster, a
+    :class:`PubSubHub` that follows the master for Sentinel, a plain one otherwise.
+    """
     key = (os.getpid(), runtime.name)
     hub = _hubs.get(key)
     if hub is None:
-        from ws4redis.connection import make_connection
-
-        hub = _hubs[key] = PubSubHub(make_connection, runtime)
+        hub = _hubs[key] = _make_hub(runtime)
     return hub
+
+
+def _make_hub(runtime: Runtime) -> Hub:
+    from ws4redis.connection import (
+        SENTINEL_CHECK_INTERVAL,
+        ClusterNodes,
+        SentinelMaster,
+        hub_connection_source,
+    )
+
+    source = hub_connection_source()
+    if isinstance(source, ClusterNodes):
+        return ShardedHub(source, runtime)
+    if isinstance(source, SentinelMaster):
+        return PubSubHub(
+            source.connect,
+            runtime,
+            health_check=source.is_current,
+            health_interval=SENTINEL_CHECK_INTERVAL,
+        )
+    return PubSubHub(source, runtime)

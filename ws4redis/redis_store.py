@@ -167,11 +167,13 @@ class RedisStore:
     """Publishes messages to a set of Redis channels and keeps their persisted copies."""
 
     def __init__(self, connection: redis.Redis | None = None) -> None:
-        if connection is None:
-            from ws4redis.connection import get_redis_client
+        from ws4redis.connection import get_redis_client, is_cluster
 
+        if connection is None:
             connection = get_redis_client()
         self._connection = connection
+        #: A Redis Cluster: publish with SPUBLISH (sharded pub/sub), read keys slot by slot.
+        self._sharded = is_cluster(connection)
         self._publishers: list[str] = []
 
     @property
@@ -183,6 +185,8 @@ class RedisStore:
         self, message: RedisMessage | str | bytes | None, expire: int | None = None
     ) -> int:
         """Publish ``message`` on every channel of this store, in one round trip to Redis.
+
+        In a Redis Cluster it is one round trip per shard, with ``SPUBLISH``.
 
         With ``expire`` seconds > 0 (default: ``WS4REDIS_EXPIRE``) the message is also persisted
         under each channel's key.  Heartbeats and ``None`` are not published.  Returns how many
@@ -201,11 +205,12 @@ class RedisStore:
         if not payloads or not self._publishers:
             return 0
         pipe = self._connection.pipeline(transaction=False)
+        publish = pipe.spublish if self._sharded else pipe.publish
         for payload in payloads:
             for channel in self._publishers:
                 if expire and expire > 0:
                     pipe.set(channel, payload, ex=expire)
-                pipe.publish(channel, payload)
+                publish(channel, payload)
         results = pipe.execute()
         counts = results[1::2] if expire and expire > 0 else results
         return int(sum(counts))

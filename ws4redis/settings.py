@@ -27,13 +27,20 @@ def _url(value: Any) -> str:
 
 
 def _connection(value: Any) -> dict[str, Any] | str:
-    if isinstance(value, str) and value.split("://", 1)[0] in ("redis", "rediss", "unix"):
-        return value
-    if isinstance(value, dict):
-        return dict(value)
+    from ws4redis.connection import parse_connection
+
+    schemes = ("redis", "rediss", "unix", "redis+sentinel", "redis+cluster")
+    if (isinstance(value, str) and value.split("://", 1)[0] in schemes) or isinstance(value, dict):
+        try:
+            parse_connection(value)  # the Sentinel and Cluster forms are checked here
+        except ValueError as exc:
+            raise ImproperlyConfigured(f"WS4REDIS_CONNECTION is malformed: {exc}.") from None
+        return value if isinstance(value, str) else dict(value)
     raise ImproperlyConfigured(
-        "WS4REDIS_CONNECTION must be a dict (host, port, db, password, unix_socket_path, ssl…) "
-        "or a redis://, rediss:// or unix:// URL."
+        "WS4REDIS_CONNECTION must be a dict (host, port, db, password, unix_socket_path, ssl…; "
+        "sentinels and service_name for Sentinel; cluster_nodes for Cluster) or a redis://, "
+        "rediss://, unix://, redis+sentinel://host:port[,…]/service_name[/db] or "
+        "redis+cluster://host:port[,…] URL."
     )
 
 

@@ -25,7 +25,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import login, server_env
 from tests.integration.test_end_to_end import exchange, handshake_request, poll, receive_text
-from tools.servers import EXAMPLES, RedisServer, UwsgiServer
+from tools.servers import EXAMPLES, RedisServer, UwsgiServer, wait_until
+from ws4redis.metrics import Reporter, read_snapshots, stats_key
+from ws4redis.runtime import thread_runtime
 
 SITE = "tests.sites.metrics"
 PREFIX = "metrics"
@@ -84,7 +86,7 @@ def connect(server: UwsgiServer, facility: str, query: str) -> websocket.WebSock
     )
 
 
-def test_connections_messages_and_limits_are_counted(server, stats, redis_client) -> None:
+def test_connections_and_messages_are_counted(server, stats, redis_server) -> None:
     facility = f"metrics-{uuid.uuid4().hex[:8]}"
     query = "subscribe-broadcast&publish-broadcast"
     clients = [connect(server, facility, query) for _ in range(CLIENTS)]
@@ -98,7 +100,7 @@ def test_connections_messages_and_limits_are_counted(server, stats, redis_client
         clients[0].send("hello")  # to the nine others (no echo)
         for ws in clients[1:]:
             assert receive_text(ws) == "hello"
-        redis_client.publish(f"{PREFIX}:broadcast:{facility}", "from redis")
+        redis_server.client().publish(f"{PREFIX}:broadcast:{facility}", "from redis")
         for ws in clients:
             assert receive_text(ws) == "from redis"
         wait_for_total(
@@ -198,3 +200,22 @@ def test_metrics_view_serves_prometheus_text(server, stats, who) -> None:
     assert workers
     assert "ws4redis_fanout_seconds" in families
     assert "ws4redis_messages_delivered" in families
+
+
+# -- the report in Redis ----------------------------------------------------------------------
+
+
+def test_a_report_expires_unless_renewed_and_goes_when_stopped(redis_server, settings) -> None:
+    settings.WS4REDIS_PREFIX = prefix = f"expiry-{uuid.uuid4().hex[:8]}"
+    client = redis_server.client()
+    reporter = Reporter(thread_runtime(), client)
+    reporter.report(interval=0.1)  # lives 0.3 s
+    assert [s["id"] for s in read_snapshots(client, prefix)] == [reporter.worker]
+    wait_until(lambda: not read_snapshots(client, prefix), TIMEOUT, "the report to expire")
+
+    reporter.report(interval=60)
+    key = stats_key(reporter.worker)
+    assert key == f"{prefix}:ws4redis:stats:{reporter.worker}"
+    assert 170_000 < client.pttl(key) <= 180_000
+    reporter.stop()
+    assert not client.exists(key)

@@ -46,6 +46,7 @@ from tools.servers import (
     render_template,
     wait_until,
 )
+from ws4redis.metrics import read_snapshots
 from ws4redis.publisher import RedisPublisher
 
 TEMPLATE = ROOT / "deploy" / "nginx" / "load_balanced.conf.template"
@@ -151,6 +152,12 @@ def open_counted(
     return ws, holder[0]
 
 
+def reported_connections(instance: ServerProcess, client: redis.Redis) -> int:
+    """The open WebSockets that the workers of ``instance`` last reported (see ``metrics``)."""
+    pids = set(process_group_members(instance.pid))
+    return sum(r["connections"] for r in read_snapshots(client, PREFIX) if r["pid"] in pids)
+
+
 def receive_until(ws: websocket.WebSocket, last: str) -> list[str]:
     """Every message up to and including ``last``."""
     received = [receive_text(ws)]
@@ -178,6 +185,14 @@ def test_every_message_reaches_every_subscriber_once_whichever_server_holds_it(
                 lambda: sorted(unix_connections(path) for path in balanced.sockets) == [3, 4],
                 TIMEOUT,
                 "4 WebSockets on one instance and 3 on the other",
+            )
+            wait_until(  # and each instance's workers report theirs (every 5 s)
+                lambda: (
+                    sorted(reported_connections(i, redis_client) for i in balanced.instances)
+                    == [3, 4]
+                ),
+                TIMEOUT,
+                "the instances' metrics to report 4 and 3 connections",
             )
 
             # from a client on one instance to the clients of both

@@ -64,7 +64,14 @@ class DeadlineRequestHandler(WSGIRequestHandler):
 
 
 class HandshakeDeadlineServer(WSGIServer):
-    """Django's development server, serving requests with :class:`DeadlineRequestHandler`."""
+    """Django's development server, serving requests with :class:`DeadlineRequestHandler`.
+
+    Its listen backlog is the system's maximum instead of Django's 10: while the server starts
+    threads for a burst of connections (clients reconnecting after a restart, or stalled
+    handshakes), a full backlog would drop new clients' SYNs, and each retry costs them a second.
+    """
+
+    request_queue_size = socket.SOMAXCONN
 
     def __init__(self, server_address: Any, handler_class: Any, *args: Any, **kwargs: Any) -> None:
         if handler_class is WSGIRequestHandler:

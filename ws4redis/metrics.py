@@ -23,7 +23,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import redis
@@ -293,9 +293,13 @@ def _glob_escape(text: str) -> str:
 
 
 class Reporter:
-    """Writes this worker's snapshot to Redis every interval, forever, whatever Redis does."""
+    """Writes this worker's snapshot to Redis every interval, forever, whatever Redis does.
 
-    def __init__(self, runtime: Runtime, client: redis.Redis) -> None:
+    ``client`` is a Redis client, or a function returning one, called when first needed (so that
+    a bad connection setting shows in the reporter's log, not in the handshake calling it).
+    """
+
+    def __init__(self, runtime: Runtime, client: redis.Redis | Callable[[], redis.Redis]) -> None:
         self.pid = os.getpid()
         self.worker = worker_id()
         self.started = time.time()
@@ -329,7 +333,7 @@ class Reporter:
         try:
             payload = json.dumps(self.snapshot(), separators=(",", ":"))
             ttl = max(1, math.ceil(interval * TTL_FACTOR * 1000))
-            self._client.set(stats_key(self.worker), payload, px=ttl)
+            self._redis().set(stats_key(self.worker), payload, px=ttl)
         except Exception as exc:
             if not self._failing:
                 logger.warning("Reporting the metrics of this worker to Redis failed: %s", exc)
@@ -339,11 +343,16 @@ class Reporter:
             logger.info("Reporting the metrics of this worker to Redis works again")
         self._failing = False
 
+    def _redis(self) -> redis.Redis:
+        if callable(self._client) and not isinstance(self._client, redis.Redis):
+            self._client = self._client()
+        return self._client
+
     def stop(self) -> None:
         """Stop reporting and remove this worker's report (its connections are gone)."""
         self.stopped = True
         try:
-            self._client.delete(stats_key(self.worker))
+            self._redis().delete(stats_key(self.worker))
         except Exception as exc:
             logger.debug("Removing this worker's report failed: %s", exc)
 
@@ -359,10 +368,11 @@ _reporter: Reporter | None = None
 _reporter_lock = threading.Lock()
 
 
-def ensure_reporter(runtime: Runtime, client: redis.Redis) -> None:
+def ensure_reporter(runtime: Runtime, client: redis.Redis | Callable[[], redis.Redis]) -> None:
     """Start this process's reporter task on ``runtime`` unless it runs already.
 
-    Called for each WebSocket; after a fork (a new uWSGI worker) the child starts its own.
+    Called for each WebSocket handshake; after a fork (a new uWSGI worker) the child starts its
+    own.  ``client`` as for :class:`Reporter`.
     """
     global _reporter
     reporter = _reporter

@@ -166,7 +166,7 @@ class WebSocketServer:
     def __call__(
         self, environ: dict[str, Any], start_response: Callable[..., Any]
     ) -> Iterable[bytes]:
-        metrics.ensure_reporter(self.runtime, self.redis)
+        metrics.ensure_reporter(self.runtime, lambda: self.redis)
         if not self._slots.acquire(settings.get("WS4REDIS_MAX_CONNECTIONS")):
             logger.warning("WebSocket handshake refused (503): WS4REDIS_MAX_CONNECTIONS reached")
             return self.refuse(start_response, TooManyConnectionsError())

@@ -208,7 +208,9 @@ class ClusterTopology:
             "cluster-require-full-coverage": "no",
         }
         ports = cluster_ports(masters * (1 + replicas))
-        self.masters = [ConfiguredRedis(self.binary, options, port=ports.pop()) for _ in range(masters)]
+        self.masters = [
+            ConfiguredRedis(self.binary, options, port=ports.pop()) for _ in range(masters)
+        ]
         self.replicas = [
             [ConfiguredRedis(self.binary, options, port=ports.pop()) for _ in range(replicas)]
             for _ in self.masters
@@ -282,11 +284,7 @@ class ClusterTopology:
 
     def failover(self, master: ConfiguredRedis, timeout: float = READY_TIMEOUT) -> ConfiguredRedis:
         """Promote a replica of ``master`` with ``CLUSTER FAILOVER``; returns the new master."""
-        replica = next(
-            node
-            for node in self.nodes
-            if replica_of(node) == master.port
-        )
+        replica = next(node for node in self.nodes if replica_of(node) == master.port)
         command(replica, "CLUSTER FAILOVER")
 
         def promoted() -> bool:
@@ -358,5 +356,3 @@ def wait_for(condition, timeout: float, what: str) -> float:  # noqa: ANN001
     started = time.monotonic()
     wait_until(condition, timeout, what)
     return time.monotonic() - started
-
-

@@ -369,7 +369,14 @@ class CooperativeSentinelPool(_GatedPool, redis.sentinel.SentinelConnectionPool)
             except redis.exceptions.ConnectionError:
                 return connection  # no sentinel answers: keep what works
             if (connection.host, connection.port) != tuple(master):
-                connection.disconnect()  # the next command connects to the new master
+                # redis-py reconnects a dropped connection to its old address on the next
+                # command: connect() here, which asks Sentinel for the master.
+                connection.disconnect()
+                try:
+                    connection.connect()
+                except BaseException:
+                    self.release(connection)
+                    raise
         return connection
 
 

@@ -401,7 +401,27 @@ def _sentinel_manager(spec: SentinelConfig, timeout: float) -> redis.sentinel.Se
     return redis.sentinel.Sentinel(list(spec.sentinels), sentinel_kwargs=sentinel_kwargs)
 
 
+_loop_cluster_clients: dict[tuple[int, str, str, float], Any] = {}
+_loop_cluster_locks: dict[tuple[int, str], Any] = {}
+
+
 def _cluster_client(
+    spec: ClusterConfig, timeout: float, runtime: Runtime | None
+) -> redis.cluster.RedisCluster:
+    if runtime is None:
+        return _new_cluster_client(spec, timeout, None)
+    # Building a cluster client reads the slot table over the network: greenlets asking for the
+    # loop's client at the same moment must wait for that one instead of each building theirs.
+    key = (os.getpid(), runtime.name, repr(spec), timeout)
+    lock = _loop_cluster_locks.setdefault(key[:2], runtime.lock())
+    with lock:
+        client = _loop_cluster_clients.get(key)
+        if client is None:
+            client = _loop_cluster_clients[key] = _new_cluster_client(spec, timeout, runtime)
+    return client
+
+
+def _new_cluster_client(
     spec: ClusterConfig, timeout: float, runtime: Runtime | None
 ) -> redis.cluster.RedisCluster:
     kwargs = {**spec.connection_kwargs, **_pool_options(timeout, runtime)}
@@ -578,7 +598,7 @@ def get_redis_client() -> redis.Redis:
 def _forget_client(*, setting: str, **kwargs: Any) -> None:
     global _shared_client
     if setting in ("WS4REDIS_CONNECTION", "WS4REDIS_SOCKET_TIMEOUT") and _shared_client:
-        _shared_client.connection_pool.disconnect()
+        _shared_client.close()  # every pool (one per node for a cluster)
         _shared_client = None
 
 

@@ -1,0 +1,230 @@
+"""Redis Cluster with sharded pub/sub: WebSockets on one uWSGI worker, channels on three shards.
+
+A three-master cluster with one replica each runs on loopback ports
+(``tools/redis_topologies.py``); the example runs under uWSGI with ``WS4REDIS_CONNECTION`` set to
+the ``redis+cluster://`` URL (``tests/sites/cluster.py``) and this process publishes through
+``RedisPublisher`` with the same URL (``SPUBLISH``).  The worker names its connections
+(``ws4redis-hub-PID`` for pub/sub, ``ws4redis-loop-PID`` for commands), which is how the tests
+count them with ``CLIENT LIST``.  Figures are printed: run with ``-s``.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from tests.integration.test_redis_outage import Crowd, ensure_descriptors
+from tools.redis_topologies import ClusterTopology, ConfiguredRedis, command
+from tools.servers import UwsgiServer, wait_until
+from ws4redis.connection import HUB_CLIENT_NAME, LOOP_CLIENT_NAME, LOOP_POOL_MAX_CONNECTIONS
+from ws4redis.publisher import RedisPublisher
+
+PREFIX = "ws"  # the example's WS4REDIS_PREFIX
+FACILITIES = 24
+CLIENTS_PER_FACILITY = 3
+TIMEOUT = 10.0
+#: After a shard failover, the hub subscribes on the new master within this.
+RESUBSCRIBE_BOUND = 5.0
+MANY_CLIENTS = 1000
+
+
+class CountingMessages(dict):
+    """A client's ``messages`` that also counts how often each payload arrived."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.counts: Counter[bytes] = Counter()
+
+    def setdefault(self, key, default=None):  # noqa: ANN001, ANN201
+        self.counts[key] += 1
+        return super().setdefault(key, default)
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[ClusterTopology]:
+    with ClusterTopology(masters=3, replicas=1) as topology:
+        yield topology
+
+
+@pytest.fixture
+def cluster_env(cluster: ClusterTopology, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WS4REDIS_TEST_CLUSTER_URL", cluster.url)
+
+
+@pytest.fixture
+def cluster_server(
+    cluster_env: None, start_uwsgi: Callable[..., UwsgiServer]
+) -> Iterator[UwsgiServer]:
+    server = start_uwsgi("tests.sites.cluster")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def publisher_settings(settings, cluster: ClusterTopology):  # noqa: ANN001, ANN201
+    """This process publishes to the cluster like a Django view of the example."""
+    settings.WS4REDIS_CONNECTION = cluster.url
+    settings.WS4REDIS_PREFIX = PREFIX
+    settings.WS4REDIS_EXPIRE = 600
+    return settings
+
+
+def channel_of(facility: str) -> str:
+    return f"{PREFIX}:broadcast:{facility}"
+
+
+def spread_facilities(cluster: ClusterTopology, count: int) -> dict[str, ConfiguredRedis]:
+    """``count`` new facilities, as many on each master as can be, with their owners."""
+    masters = cluster.current_masters()
+    share, extra = divmod(count, len(masters))
+    wanted = {master.port: share + (index < extra) for index, master in enumerate(masters)}
+    chosen: dict[str, ConfiguredRedis] = {}
+    while len(chosen) < count:
+        facility = f"cluster-{uuid.uuid4().hex[:10]}"
+        owner = cluster.owner_of(channel_of(facility))
+        if wanted.get(owner.port, 0) > 0:
+            wanted[owner.port] -= 1
+            chosen[facility] = owner
+    return chosen
+
+
+def shardnumsub(node: ConfiguredRedis, channel: str) -> int:
+    return int(command(node, "PUBSUB", "SHARDNUMSUB", channel)[1])  # type: ignore[index]
+
+
+def worker_connections(cluster: ClusterTopology, pid: int) -> dict[str, int]:
+    """The worker's connections over all nodes: pub/sub (hub) and commands (loop)."""
+    counts = {"hub": 0, "loop": 0}
+    for node in cluster.nodes:
+        for client in node.client().client_list():
+            name = client.get("name", "")
+            if name == f"{HUB_CLIENT_NAME}-{pid}":
+                counts["hub"] += 1
+            elif name == f"{LOOP_CLIENT_NAME}-{pid}":
+                counts["loop"] += 1
+    return counts
+
+
+def test_sharded_delivery_persistence_and_shard_failover(
+    cluster, cluster_server, publisher_settings
+):
+    ensure_descriptors(FACILITIES * CLIENTS_PER_FACILITY + 1024)
+    facilities = spread_facilities(cluster, FACILITIES)
+    for facility in facilities:  # persisted before anyone connects
+        RedisPublisher(facility=facility, broadcast=True).publish_message(f"kept {facility}")
+    crowds = {
+        facility: Crowd(
+            cluster_server.port, f"/ws/{facility}?subscribe-broadcast", CLIENTS_PER_FACILITY
+        )
+        for facility in facilities
+    }
+    try:
+        for facility, crowd in crowds.items():
+            kept = f"kept {facility}".encode()
+            assert crowd.wait(lambda c=crowd, k=kept: all(k in x.messages for x in c.clients), 5)
+            with crowd.condition:
+                for client in crowd.clients:
+                    client.messages = CountingMessages()
+
+        for facility, owner in facilities.items():
+            channel = channel_of(facility)
+            for node in cluster.current_masters():
+                assert shardnumsub(node, channel) == (1 if node is owner else 0), (facility, node)
+
+        for facility in facilities:
+            RedisPublisher(facility=facility, broadcast=True).publish_message(f"live {facility}")
+        for facility in facilities:  # a last one per channel: the live one must come before
+            RedisPublisher(facility=facility, broadcast=True).publish_message(b"last")
+        for facility, crowd in crowds.items():
+            assert crowd.wait(lambda c=crowd: all(b"last" in x.messages for x in c.clients), 10)
+            with crowd.condition:
+                for client in crowd.clients:
+                    assert client.messages.counts == {f"live {facility}".encode(): 1, b"last": 1}
+
+        pid = cluster_server.process.pid
+        connections = worker_connections(cluster, pid)
+        shards = len(cluster.masters)
+        print(f"\nworker {pid}, {len(facilities)} facilities on {shards} shards: {connections}")
+        assert connections["hub"] == shards
+        assert connections["loop"] <= shards * LOOP_POOL_MAX_CONNECTIONS
+
+        victim = next(iter(facilities.values()))
+        moved = [f for f, owner in facilities.items() if owner is victim]
+        started = time.monotonic()
+        promoted = cluster.failover(victim)
+        failed_over = time.monotonic()
+        for facility in moved:
+            wait_until(
+                lambda f=facility: shardnumsub(promoted, channel_of(f)) == 1,
+                RESUBSCRIBE_BOUND + TIMEOUT,
+                f"the hub to subscribe {facility} on the new master",
+            )
+        resubscribed = time.monotonic()
+        published = time.monotonic()
+        for facility in moved:
+            RedisPublisher(facility=facility, broadcast=True).publish_message(b"after failover")
+        arrivals = []
+        for facility in moved:
+            crowd = crowds[facility]
+            crowd.wait(lambda c=crowd: all(b"after failover" in x.messages for x in c.clients), 10)
+            arrivals += crowd.arrivals(b"after failover")
+        open_clients = sum(x.open for c in crowds.values() for x in c.clients)
+    finally:
+        for crowd in crowds.values():
+            crowd.close()
+
+    delays = sorted(a - published for a in arrivals if a is not None) or [float("nan")]
+    print(
+        f"shard failover {victim.port} -> {promoted.port} ({len(moved)} facilities): "
+        f"CLUSTER FAILOVER done in {failed_over - started:.2f} s, the hub resubscribed "
+        f"{resubscribed - failed_over:.2f} s later; delivery after the failover: median "
+        f"{delays[len(delays) // 2] * 1000:.0f} ms, max {delays[-1] * 1000:.0f} ms; "
+        f"CLUSTER FAILOVER to the last delivery {delays[-1] + published - started:.2f} s"
+    )
+    assert arrivals.count(None) == 0, f"{arrivals.count(None)} clients missed the message"
+    assert open_clients == FACILITIES * CLIENTS_PER_FACILITY
+    assert resubscribed - failed_over <= RESUBSCRIBE_BOUND
+    assert "Traceback" not in cluster_server.log(), cluster_server.log()
+
+
+def test_a_thousand_clients_need_a_connection_per_shard(
+    cluster, cluster_env, start_uwsgi, publisher_settings
+):
+    try:
+        ensure_descriptors(2 * MANY_CLIENTS + 2048)
+    except (ValueError, OSError) as exc:
+        pytest.fail(f"cannot raise the open-files limit to {2 * MANY_CLIENTS + 2048}: {exc}")
+    facilities = spread_facilities(cluster, 25)
+    server = start_uwsgi(
+        "tests.sites.cluster", args=["--gevent", "2000", "--http-websockets", "--module", "wsgi"]
+    )
+    per_facility = MANY_CLIENTS // len(facilities)
+    crowds = []
+    try:
+        started = time.monotonic()
+        for facility in facilities:
+            path = f"/ws/{facility}?subscribe-broadcast"
+            crowds.append(Crowd(server.port, path, per_facility))
+        connected = time.monotonic() - started
+        clients = sum(len(c.clients) for c in crowds)
+        for facility in facilities:
+            RedisPublisher(facility=facility, broadcast=True).publish_message(b"to all")
+        for crowd in crowds:
+            assert crowd.wait(lambda c=crowd: all(b"to all" in x.messages for x in c.clients), 20)
+        connections = worker_connections(cluster, server.process.pid)
+    finally:
+        for crowd in crowds:
+            crowd.close()
+        server.stop()
+    shards = len(cluster.current_masters())
+    print(
+        f"\n{clients} clients on {len(facilities)} facilities, {shards} shards, connected in "
+        f"{connected:.1f} s: Redis connections of the worker: {connections['hub']} pub/sub + "
+        f"{connections['loop']} command = {sum(connections.values())}"
+    )
+    assert connections["hub"] <= shards
+    assert connections["loop"] <= shards * LOOP_POOL_MAX_CONNECTIONS

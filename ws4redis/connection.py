@@ -56,8 +56,6 @@ DEFAULT_REDIS_PORT = 6379
 
 _shared_client: redis.Redis | None = None
 
-Address = tuple[str, int]
-
 
 # -- the setting ------------------------------------------------------------------------------
 
@@ -70,7 +68,7 @@ class SentinelConfig:
     ``username``, …); ``password`` is the master's, ``sentinel_password`` the sentinels'.
     """
 
-    sentinels: tuple[Address, ...]
+    sentinels: tuple[tuple[str, int], ...]
     service_name: str
     db: int = 0
     password: str | None = None
@@ -82,7 +80,7 @@ class SentinelConfig:
 class ClusterConfig:
     """A Redis Cluster, found from any of ``nodes``; pub/sub is sharded (Redis ≥ 7)."""
 
-    nodes: tuple[Address, ...]
+    nodes: tuple[tuple[str, int], ...]
     password: str | None = None
     connection_kwargs: dict[str, Any] = field(default_factory=dict)
 
@@ -109,7 +107,7 @@ def parse_connection(
     return config
 
 
-def _split_url(url: str, scheme: str) -> tuple[str | None, str | None, list[Address], str]:
+def _split_url(url: str, scheme: str) -> tuple[str | None, str | None, list[tuple[str, int]], str]:
     """``(username, password, hosts, path)`` of a URL naming several ``host:port``."""
     rest = url[len(scheme) + 3 :]
     if "?" in rest:
@@ -125,7 +123,7 @@ def _split_url(url: str, scheme: str) -> tuple[str | None, str | None, list[Addr
     return username, password, hosts, path
 
 
-def _address(value: Any, default_port: int) -> Address:
+def _address(value: Any, default_port: int) -> tuple[str, int]:
     if isinstance(value, str):
         host, _, port = value.rpartition(":") if ":" in value else (value, "", str(default_port))
         value = (host, port)
@@ -481,7 +479,7 @@ def _pubsub_options(
     return kwargs
 
 
-def _data_connection(address: Address, kwargs: dict[str, Any]) -> redis.Connection:
+def _data_connection(address: tuple[str, int], kwargs: dict[str, Any]) -> redis.Connection:
     connection_class = redis.SSLConnection if kwargs.get("ssl") else redis.Connection
     kwargs = {k: v for k, v in kwargs.items() if k != "ssl"}
     return connection_class(host=address[0], port=address[1], **_pubsub_options(kwargs))
@@ -500,7 +498,7 @@ class SentinelMaster:
         self._sentinel = _sentinel_manager(spec, settings.get("WS4REDIS_SOCKET_TIMEOUT"))
         self._kwargs = {**spec.connection_kwargs, "db": spec.db, "password": spec.password}
 
-    def address(self) -> Address:
+    def address(self) -> tuple[str, int]:
         """The master's address as the sentinels see it; ``ConnectionError`` when none knows."""
         host, port = self._sentinel.discover_master(self._spec.service_name)
         return host, int(port)
@@ -535,12 +533,12 @@ class ClusterNodes:
 
     def __init__(self, spec: ClusterConfig) -> None:
         self._seeds = list(spec.nodes)
-        self._known: list[Address] = []
+        self._known: list[tuple[str, int]] = []
         self._kwargs = dict(spec.connection_kwargs)
         if spec.password is not None:
             self._kwargs["password"] = spec.password
 
-    def slot_table(self) -> list[tuple[int, int, Address]]:
+    def slot_table(self) -> list[tuple[int, int, tuple[str, int]]]:
         """``(first slot, last slot, master)`` ranges from the first node that answers.
 
         Raises ``redis.exceptions.ConnectionError`` when no node does.
@@ -564,12 +562,12 @@ class ClusterNodes:
             return table
         raise redis.exceptions.ConnectionError(f"No cluster node answers: {'; '.join(errors)}")
 
-    def connect(self, address: Address) -> redis.Connection:
+    def connect(self, address: tuple[str, int]) -> redis.Connection:
         """An unconnected pub/sub connection to the node at ``address``."""
         return _data_connection(address, self._kwargs)
 
 
-def _node_address(entry: Any, asked: Address) -> Address:
+def _node_address(entry: Any, asked: tuple[str, int]) -> tuple[str, int]:
     host = entry[0].decode() if isinstance(entry[0], bytes) else entry[0]
     return (host or asked[0]), int(entry[1])  # an empty host: the node asked
 

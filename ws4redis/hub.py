@@ -35,7 +35,7 @@ from ws4redis.runtime import Runtime
 from ws4redis.websocket import encode_message
 
 if TYPE_CHECKING:
-    from ws4redis.connection import Address, ClusterNodes
+    from ws4redis.connection import ClusterNodes
 
 logger = logging.getLogger("ws4redis")
 
@@ -49,6 +49,10 @@ READ_SIZE = 1 << 16
 #: A cluster hub refreshes its slot table at most this often (seconds), however many
 #: ``MOVED`` replies, lost connections or slot moves ask for it.
 REFRESH_MIN_INTERVAL = 0.25
+#: After a shard dropped channels, the slot table is read again this many times (every
+#: :data:`REFRESH_MIN_INTERVAL`) while it still names the same master: the node asked may not
+#: know of the failover yet.
+STALE_REFRESHES = 20
 
 
 @dataclass(frozen=True)
@@ -463,9 +467,9 @@ class ShardedHub:
         self._nodes = nodes
         self._runtime = runtime
         self._subscribe_timeout = subscribe_timeout
-        self._owners: list[Address] = []  # the master of each slot
-        self._engines: dict[Address, PubSubHub] = {}
-        self._homes: dict[str, Address] = {}  # channel -> the engine holding its listeners
+        self._owners: list[tuple[str, int]] = []  # the master of each slot
+        self._engines: dict[tuple[str, int], PubSubHub] = {}
+        self._homes: dict[str, tuple[str, int]] = {}  # channel -> the engine holding its listeners
         self._lost: set[str] = set()  # channels Redis dropped, to subscribe again
         self._trouble = runtime.event()
         self._topology_lock = runtime.lock()
@@ -518,7 +522,7 @@ class ShardedHub:
         return self._engines[address].listener_count(channel) if address else 0
 
     @property
-    def shards(self) -> dict[Address, list[str]]:
+    def shards(self) -> dict[tuple[str, int], list[str]]:
         """The masters this hub holds a pub/sub engine for, and their channels."""
         return {address: engine.channels for address, engine in self._engines.items()}
 
@@ -531,8 +535,10 @@ class ShardedHub:
 
     # -- topology ---------------------------------------------------------------------------
 
-    def _by_home(self, channels: list[str], known_only: bool = False) -> dict[Address, list[str]]:
-        groups: dict[Address, list[str]] = {}
+    def _by_home(
+        self, channels: list[str], known_only: bool = False
+    ) -> dict[tuple[str, int], list[str]]:
+        groups: dict[tuple[str, int], list[str]] = {}
         for channel in channels:
             address = self._homes.get(channel)
             if address is None:
@@ -542,7 +548,7 @@ class ShardedHub:
             groups.setdefault(address, []).append(channel)
         return groups
 
-    def _engine(self, address: Address) -> PubSubHub:
+    def _engine(self, address: tuple[str, int]) -> PubSubHub:
         engine = self._engines.get(address)
         if engine is None:
             engine = self._engines[address] = PubSubHub(
@@ -568,7 +574,7 @@ class ShardedHub:
         except (redis.exceptions.RedisError, OSError) as exc:
             logger.warning("Redis Cluster slot table unavailable: %s", exc)
             raise RedisUnavailableError() from exc
-        owners: list[Address | None] = [None] * SLOTS
+        owners: list[tuple[str, int] | None] = [None] * SLOTS
         for first, last, address in table:
             owners[first : last + 1] = [address] * (last - first + 1)
         fallback = table[0][2] if table else ("127.0.0.1", 6379)
@@ -581,6 +587,7 @@ class ShardedHub:
 
     def _refresh_forever(self) -> None:
         """The one place where channels move between shards."""
+        stale_rounds = 0
         while not self._closed:
             self._trouble.wait()
             if self._closed:
@@ -589,17 +596,23 @@ class ShardedHub:
             try:
                 with self._topology_lock:
                     self._load_slot_table()
-                self._rehome()
+                stale = self._rehome()
             except RedisUnavailableError:
-                self._trouble.set()  # try again after the pause
+                stale = True  # no node answered: try again after the pause
             except Exception:
                 logger.exception("Refreshing the Redis Cluster topology failed")
+                stale = False
+            stale_rounds = stale_rounds + 1 if stale else 0
             self._runtime.sleep(REFRESH_MIN_INTERVAL)
-            if any(not e.connected and e.channels for e in self._engines.values()):
-                self._trouble.set()  # a shard is still away: keep looking for its successor
+            away = any(not e.connected and e.channels for e in self._engines.values())
+            if away or 0 < stale_rounds < STALE_REFRESHES:
+                self._trouble.set()  # the view may lag the failover: look again
 
-    def _rehome(self) -> None:
+    def _rehome(self) -> bool:
+        """Move channels to the engines of their slots' owners; ``True`` if the view looked
+        stale (a channel Redis dropped still belongs, by this view, to the same master)."""
         lost, self._lost = self._lost, set()
+        stale = False
         for address, engine in list(self._engines.items()):
             for channel in engine.channels:
                 owner = self._owners[key_slot(channel.encode("utf-8", "surrogateescape"))]
@@ -607,12 +620,15 @@ class ShardedHub:
                     self._homes[channel] = owner
                     self._engine(owner).adopt(channel, engine.take(channel))
                 elif channel in lost:
+                    stale = True
+                    self._lost.add(channel)  # until a MOVED or the new owner settles it
                     engine.adopt(channel, set(), again=True)
         masters = set(self._owners)
         for address, engine in list(self._engines.items()):
             if address not in masters and not engine.channels:
                 engine.close()  # a demoted or removed master: keep no connection to it
                 del self._engines[address]
+        return stale
 
 
 #: The number of hash slots of a Redis Cluster.
@@ -630,7 +646,7 @@ Hub = PubSubHub | ShardedHub
 _hubs: dict[tuple[int, str], Hub] = {}
 
 
-def get_hub(runtime: Runtime) -> Hub:
+def get_hub(runtime: Runtime) -> PubSubHub | ShardedHub:
     """The hub of this process for ``runtime`` (a new one after a fork).
 
     Its kind follows ``WS4REDIS_CONNECTION``: a :class:`ShardedHub` for a Redis Cluster, a
@@ -643,7 +659,7 @@ def get_hub(runtime: Runtime) -> Hub:
     return hub
 
 
-def _make_hub(runtime: Runtime) -> Hub:
+def _make_hub(runtime: Runtime) -> PubSubHub | ShardedHub:
     from ws4redis.connection import (
         SENTINEL_CHECK_INTERVAL,
         ClusterNodes,

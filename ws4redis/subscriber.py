@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     import redis
     from django.http import HttpRequest
 
-    from ws4redis.hub import Hub
+    from ws4redis.hub import PubSubHub, ShardedHub
 
 #: ``sink(payloads, frames, data) -> bool``: see :meth:`RedisSubscriber.notify`.
 Sink = Callable[[Sequence[bytes], Sequence[bytes], bytes], bool]
@@ -41,13 +41,13 @@ class RedisSubscriber(RedisStore):
         super().__init__(connection)
         self._subscriptions: list[str] = []
         self._inbox: deque[tuple[str, bytes, bytes | None]] = deque()
-        self._hub: Hub | None = None
+        self._hub: PubSubHub | ShardedHub | None = None
         self._wake: Callable[[], None] = _nothing
         self._sink: Sink | None = None
         self._max_pending = settings.get("WS4REDIS_SEND_QUEUE_SIZE")
         self.overflowed = False
 
-    def attach(self, hub: Hub, wake: Callable[[], None]) -> None:
+    def attach(self, hub: PubSubHub | ShardedHub, wake: Callable[[], None]) -> None:
         """Connect this subscriber to the process's hub; ``wake`` is called on each delivery."""
         self._hub = hub
         self._wake = wake

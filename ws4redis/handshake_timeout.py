@@ -11,8 +11,12 @@ this class (see :mod:`ws4redis.management.commands.runserver`).
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import socket
 import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
 from django.core.servers.basehttp import WSGIRequestHandler, WSGIServer
@@ -28,6 +32,60 @@ TIMEOUT_RESPONSE = (
 )
 
 
+class DeadlineWatch:
+    """One thread that calls the callbacks whose deadlines have passed, unless cancelled.
+
+    A thread per request would double the development server's threads; one watch serves them
+    all.  Cancelled entries stay queued until their deadline, then are skipped.
+    """
+
+    def __init__(self) -> None:
+        self._condition = threading.Condition()
+        self._queue: list[tuple[float, int, list[Callable[[], None] | None]]] = []
+        self._order = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    def watch(self, seconds: float, callback: Callable[[], None]) -> list[Any]:
+        """Call ``callback`` in ``seconds`` unless :meth:`cancel` is given the returned entry."""
+        entry: list[Any] = [callback]
+        with self._condition:
+            heapq.heappush(self._queue, (time.monotonic() + seconds, next(self._order), entry))
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="ws4redis-handshake-deadlines", daemon=True
+                )
+                self._thread.start()
+            self._condition.notify()
+        return entry
+
+    @staticmethod
+    def cancel(entry: list[Any]) -> None:
+        """Forget the callback of ``entry``."""
+        entry[0] = None
+
+    def _run(self) -> None:
+        while True:
+            with self._condition:
+                callback = self._next_due()
+            if callback is not None:
+                callback()
+
+    def _next_due(self) -> Callable[[], None] | None:
+        """Wait for the earliest deadline to pass; return its callback (``None``: cancelled)."""
+        while True:
+            if not self._queue:
+                self._condition.wait()
+                continue
+            due = self._queue[0][0] - time.monotonic()
+            if due > 0:
+                self._condition.wait(due)
+                continue
+            return heapq.heappop(self._queue)[2][0]
+
+
+_deadlines = DeadlineWatch()
+
+
 class DeadlineRequestHandler(WSGIRequestHandler):
     """Django's request handler with a deadline for reading each request's head."""
 
@@ -35,19 +93,18 @@ class DeadlineRequestHandler(WSGIRequestHandler):
         """Serve one request; a head not read within the deadline ends the connection."""
         self._head_lock = threading.Lock()
         self._head_read = False
-        timer = threading.Timer(settings.get("WS4REDIS_HANDSHAKE_TIMEOUT"), self._expire)
-        timer.daemon = True
-        timer.start()
+        self._deadline = _deadlines.watch(settings.get("WS4REDIS_HANDSHAKE_TIMEOUT"), self._expire)
         try:
             super().handle_one_request()
         finally:
-            timer.cancel()
+            _deadlines.cancel(self._deadline)
 
     def parse_request(self) -> bool:
         """Read the headers; from then on the deadline no longer applies."""
         ok = super().parse_request()
         with self._head_lock:
             self._head_read = True
+        _deadlines.cancel(self._deadline)
         return ok
 
     def _expire(self) -> None:

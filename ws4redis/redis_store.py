@@ -206,6 +206,9 @@ class RedisStore:
             return 0
         pipe = self._connection.pipeline(transaction=False)
         publish = pipe.spublish if self._sharded else pipe.publish
+        history = settings.get("WS4REDIS_HISTORY")
+        if history is not None:
+            return self._publish_kept(pipe, publish, payloads, expire, history)
         for payload in payloads:
             for channel in self._publishers:
                 if expire and expire > 0:
@@ -213,6 +216,22 @@ class RedisStore:
                 publish(channel, payload)
         results = pipe.execute()
         counts = results[1::2] if expire and expire > 0 else results
+        return int(sum(counts))
+
+    def _publish_kept(
+        self, pipe: Any, publish: Any, payloads: list[RedisMessage], expire: int, history: Any
+    ) -> int:
+        """``WS4REDIS_HISTORY`` is on: publish as usual and keep each message in its stream."""
+        from ws4redis.history import queue_publish
+
+        for payload in payloads:
+            for channel in self._publishers:
+                if expire and expire > 0:
+                    pipe.set(channel, payload, ex=expire)
+                publish(channel, payload)
+                queue_publish(pipe, channel, payload, history, sharded=self._sharded)
+        results = pipe.execute()
+        counts = results[1::3] + results[2::3] if expire and expire > 0 else results
         return int(sum(counts))
 
 

@@ -147,6 +147,12 @@ def _secret(name: str) -> Callable[[Any], str]:
     return check
 
 
+def _history(value: Any) -> dict[str, int] | None:
+    from ws4redis.history import validate
+
+    return validate(value)
+
+
 # name: (default, validator)
 _SCHEMA: dict[str, tuple[Any, Callable[[Any], Any]]] = {
     "WEBSOCKET_URL": ("/ws/", _url),
@@ -181,6 +187,7 @@ _SCHEMA: dict[str, tuple[Any, Callable[[Any], Any]]] = {
     "WS4REDIS_HANDSHAKE_TIMEOUT": (10.0, _positive_number("WS4REDIS_HANDSHAKE_TIMEOUT")),
     "WS4REDIS_METRICS_INTERVAL": (5.0, _positive_number("WS4REDIS_METRICS_INTERVAL")),
     "WS4REDIS_METRICS_TOKEN": (None, _optional(_secret("WS4REDIS_METRICS_TOKEN"))),
+    "WS4REDIS_HISTORY": (None, _history),
 }
 
 NAMES = tuple(_SCHEMA)

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     import redis
     from django.http import HttpRequest
 
+    from ws4redis.history import HistoryCursor
     from ws4redis.hub import PubSubHub, ShardedHub
 
 #: ``sink(payloads, frames, data) -> bool``: see :meth:`RedisSubscriber.notify`.
@@ -46,6 +47,9 @@ class RedisSubscriber(RedisStore):
         self._sink: Sink | None = None
         self._max_pending = settings.get("WS4REDIS_SEND_QUEUE_SIZE")
         self.overflowed = False
+        #: A :class:`~ws4redis.history.HistoryCursor` when the client opted in to recovery:
+        #: then the hub channels are the history channels and messages come with their ids.
+        self.history: HistoryCursor | None = None
 
     def attach(self, hub: PubSubHub | ShardedHub, wake: Callable[[], None]) -> None:
         """Connect this subscriber to the process's hub; ``wake`` is called on each delivery."""
@@ -95,11 +99,20 @@ class RedisSubscriber(RedisStore):
         channels = [c for c in channels if c not in self._subscriptions]
         if self._hub is None:
             raise RuntimeError("RedisSubscriber.attach() must be called before subscribing")
-        self._hub.subscribe(self, channels)
+        self._hub.subscribe(self, self._hub_channels(channels))
         self._subscriptions.extend(channels)
+
+    def _hub_channels(self, channels: list[str]) -> list[str]:
+        history = getattr(self, "history", None)
+        return channels if history is None else history.hub_channels(channels)
 
     def deliver(self, channel: str, payload: bytes, frame: bytes | None) -> None:
         """Take a message from the hub (called by the hub, never blocks)."""
+        if self.history is not None:  # ``payload`` is enveloped, as is ``frame``
+            frame = frame or encode_message(payload)
+            payload = self.history.admit(channel, payload)  # type: ignore[assignment]
+            if payload is None:
+                return
         if not self._inbox and self._sink is not None:
             if frame is None:
                 frame = encode_message(payload)
@@ -122,6 +135,7 @@ class RedisSubscriber(RedisStore):
             not self._inbox
             and self._sink is not None
             and type(self).deliver is RedisSubscriber.deliver
+            and self.history is None
             and self._sink(payloads, frames, data)
         ):
             return
@@ -169,7 +183,7 @@ class RedisSubscriber(RedisStore):
     def release(self) -> None:
         """Free this WebSocket's subscriptions (the hub unsubscribes unused channels)."""
         if self._hub is not None and self._subscriptions:
-            self._hub.unsubscribe(self, self._subscriptions)
+            self._hub.unsubscribe(self, self._hub_channels(self._subscriptions))
         self._subscriptions = []
         self._inbox.clear()
         self._sink = None

@@ -30,7 +30,7 @@ from django.core.exceptions import PermissionDenied
 from django.core.handlers.wsgi import WSGIRequest
 from django.http import HttpRequest
 
-from ws4redis import metrics, settings
+from ws4redis import history, metrics, settings
 from ws4redis.auth import default_process_request
 from ws4redis.exceptions import (
     ForbiddenError,
@@ -178,9 +178,12 @@ class WebSocketServer:
             self._slots.release()
             return self.refuse(start_response, _handshake_error(exc))
         try:
-            transport = self.upgrade(
-                environ, start_response, handshake, select_subprotocol(handshake.protocols)
+            subprotocol = (
+                history.select_subprotocol(handshake.protocols, subscriber.history)
+                if history.SUBPROTOCOL in handshake.protocols
+                else select_subprotocol(handshake.protocols)
             )
+            transport = self.upgrade(environ, start_response, handshake, subprotocol)
         except Exception:
             self._slots.release()
             subscriber.release()
@@ -239,6 +242,8 @@ class WebSocketServer:
         request.ws4redis_channels = channels  # type: ignore[attr-defined]
         subscriber = _resolved("WS4REDIS_SUBSCRIBER")(self.redis)
         subscriber.attach(get_hub(self.runtime), wake.set)
+        query = environ.get("QUERY_STRING", "")
+        subscriber.history = history.cursor_for(handshake.protocols, query, subscriber)
         subscriber.set_pubsub_channels(request, channels)
         return handshake, request, subscriber
 
@@ -249,7 +254,10 @@ class WebSocketServer:
         """
         pump = Pump(subscriber, self.runtime, wake, echo="echo" in self._channels_of(request))
         try:
-            subscriber.send_persisted_messages(pump)
+            if getattr(subscriber, "history", None) is not None:  # opted in to recovery
+                history.send_backlog(subscriber, self.redis, pump)
+            else:
+                subscriber.send_persisted_messages(pump)
         except Exception as exc:
             subscriber.release()
             if isinstance(exc, redis.exceptions.RedisError):

@@ -150,3 +150,62 @@ def test_a_reconnecting_client_gets_every_missed_message_once_in_order(
     publish(facility, b"live too", broadcast=True)
     assert again.recv_envelope()[1] == b"live too"
     again.sock.close()
+
+
+def test_a_gap_beyond_the_history_is_reported(
+    server: UwsgiServer, publish: Callable[..., None]
+) -> None:
+    facility = unique("gap")
+    first = HistoryClient(server.port, facility, "subscribe-broadcast")
+    first.recv_until_sync()
+    publish(facility, b"seen", broadcast=True)
+    assert first.recv_envelope()[1] == b"seen"
+    first.sock.close()
+    for number in range(400):  # far more than the history's 100 (about) entries
+        publish(facility, f"lost {number}".encode(), broadcast=True)
+
+    again = HistoryClient(server.port, facility, "subscribe-broadcast", last_id=first.last_id)
+    (header, tags), *kept = again.recv_until_sync()
+    tag = history.channel_tag(channel_key("broadcast", facility, None, PREFIX))
+    assert (header, tags) == (history.GAP, tag.encode())
+    payloads = [payload for _, payload in kept]
+    assert 100 <= len(payloads) < 400
+    assert payloads == [f"lost {n}".encode() for n in range(400 - len(payloads), 400)]
+    again.sock.close()
+
+
+@pytest.mark.parametrize("protocols", [None, "chat, superchat"])
+def test_a_client_without_the_subprotocol_sees_raw_payloads(
+    server: UwsgiServer, publish: Callable[..., None], protocols: str | None
+) -> None:
+    facility = unique("raw")
+    client = HistoryClient(server.port, facility, "subscribe-broadcast", protocols=protocols)
+    assert client.protocol == (protocols and "chat")  # the first offered, as before
+    payloads = [b"plain text", "caf\u00e9".encode(), b"\xff\xfe binary", b""]
+    for payload in payloads:
+        publish(facility, payload, broadcast=True)
+    for payload in payloads:
+        opcode, received = client.recv_data()
+        assert received == payload
+        assert opcode == (BINARY if payload.startswith(b"\xff") else TEXT)
+    client.sock.close()
+
+
+def test_only_our_subprotocol_offered_with_others_is_selected_and_binary_stays_binary(
+    server: UwsgiServer, publish: Callable[..., None]
+) -> None:
+    facility = unique("binary")
+    offer = f"chat, {history.SUBPROTOCOL}"
+    client = HistoryClient(server.port, facility, "subscribe-broadcast", protocols=offer)
+    assert client.protocol == history.SUBPROTOCOL
+    client.recv_until_sync()
+    publish(facility, b"\xff\xfe binary", broadcast=True)
+    opcode, data = client.recv_data()
+    assert opcode == BINARY
+    assert history.split_envelope(data)[1] == b"\xff\xfe binary"
+    client.sock.close()
+
+
+def test_a_malformed_last_id_is_refused(server: UwsgiServer) -> None:
+    with pytest.raises(AssertionError, match="status=400"):
+        HistoryClient(server.port, unique("bad"), "subscribe-broadcast", last_id="nonsense")

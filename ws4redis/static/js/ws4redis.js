@@ -33,6 +33,8 @@
 
     // The close code (application range) of a connection given up for missed heartbeats.
     var MISSED_HEARTBEATS_CODE = 4000;
+    // The subprotocol of missed-message recovery (option "history"; docs: Recovery).
+    var HISTORY_PROTOCOL = "ws4redis.history.v1";
 
     var DEFAULTS = {
         uri: null,
@@ -47,6 +49,8 @@
         reconnect_base: 1000,
         reconnect_max: 30000,
         binary_type: "arraybuffer",
+        history: false,
+        history_gap: null,
         log: true
     };
 
@@ -91,7 +95,9 @@
         if (opts.binary_type !== "arraybuffer" && opts.binary_type !== "blob") {
             fail('option "binary_type" must be "arraybuffer" or "blob"');
         }
-        ["connecting", "connected", "receive_message", "disconnected"].forEach(function (name) {
+        var callbacks = ["connecting", "connected", "receive_message", "disconnected"];
+        callbacks.push("history_gap");
+        callbacks.forEach(function (name) {
             if (opts[name] !== null && typeof opts[name] !== "function") {
                 fail('option "' + name + '" must be a function');
             }
@@ -117,6 +123,30 @@
      * Open a WebSocket to options.uri and keep it open until close() is called.
      * Works with and without `new`.  Throws a TypeError for invalid options.
      */
+    // The uri with "last-id=tag:id,..." for the positions held (replacing an earlier one).
+    function history_uri(uri, positions) {
+        var ids = Object.keys(positions).map(function (tag) {
+            return tag + ":" + positions[tag];
+        });
+        var base = uri.replace(/([?&])last-id=[^&#]*&?/, "$1").replace(/[?&]$/, "");
+        if (!ids.length) {
+            return base;
+        }
+        return base + (base.indexOf("?") < 0 ? "?" : "&") + "last-id=" + ids.join(",");
+    }
+
+    // [header, payload] of an enveloped message (text: string; binary: ArrayBuffer payload).
+    function split_envelope(data) {
+        if (typeof data === "string") {
+            var newline = data.indexOf("\n");
+            return [data.slice(0, newline), data.slice(newline + 1)];
+        }
+        var bytes = new Uint8Array(data);
+        var end = bytes.indexOf(10);
+        var header = String.fromCharCode.apply(null, bytes.subarray(0, end));
+        return [header, data.slice(end + 1)];
+    }
+
     function WS4Redis(options, $) {
         if (!(this instanceof WS4Redis)) {
             return new WS4Redis(options, $);
@@ -148,11 +178,46 @@
             }
         }
 
+        var positions = {}; // option "history": the last stream id seen, per channel tag
+
         function open_socket() {
+            if (opts.history) {
+                var offered = [].concat(opts.protocols || [], HISTORY_PROTOCOL);
+                return new WebSocket(history_uri(opts.uri, positions), offered);
+            }
             if (opts.protocols) {
                 return new WebSocket(opts.uri, opts.protocols);
             }
             return new WebSocket(opts.uri);
+        }
+
+        // Option "history": strip the envelope "header\n", remember the ids; true if handled.
+        function receive_enveloped(event) {
+            var parts = split_envelope(event.data);
+            var header = parts[0];
+            var payload = parts[1];
+            if (header === "sync" || header === "gap") {
+                var items = payload ? String(payload).split(",") : [];
+                if (header === "gap") {
+                    log("warn", "messages missed while disconnected are no longer available");
+                    call("history_gap", items);
+                }
+                items.forEach(function (item) {
+                    var colon = item.indexOf(":");
+                    if (header === "sync" && colon > 0) {
+                        positions[item.slice(0, colon)] = item.slice(colon + 1);
+                    }
+                });
+                return;
+            }
+            var colon = header.indexOf(":");
+            if (colon > 0) {
+                positions[header.slice(0, colon)] = header.slice(colon + 1);
+            }
+            if (typeof payload !== "string" && opts.binary_type === "blob") {
+                payload = new Blob([payload]);
+            }
+            call("receive_message", payload, event);
         }
 
         function connect(first) {
@@ -171,7 +236,7 @@
                     return;
                 }
             }
-            socket.binaryType = opts.binary_type;
+            socket.binaryType = opts.history ? "arraybuffer" : opts.binary_type;
             socket.onopen = function (event) {
                 if (socket !== ws) {
                     return;
@@ -191,6 +256,10 @@
                 }
                 missed = 0; // any message shows that the server is alive
                 if (heartbeat !== null && event.data === heartbeat) {
+                    return;
+                }
+                if (opts.history && socket.protocol === HISTORY_PROTOCOL) {
+                    receive_enveloped(event);
                     return;
                 }
                 call("receive_message", event.data, event);

@@ -47,8 +47,8 @@ class RedisSubscriber(RedisStore):
         self._sink: Sink | None = None
         self._max_pending = settings.get("WS4REDIS_SEND_QUEUE_SIZE")
         self.overflowed = False
-        #: A :class:`~ws4redis.history.HistoryCursor` when the client opted in to recovery:
-        #: then the hub channels are the history channels and messages come with their ids.
+        # A ws4redis.history.HistoryCursor when the client opted in to recovery: then the hub
+        # channels are the history channels and messages come with their ids.
         self.history: HistoryCursor | None = None
 
     def attach(self, hub: PubSubHub | ShardedHub, wake: Callable[[], None]) -> None:

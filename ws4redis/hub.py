@@ -30,6 +30,7 @@ try:
 except ImportError:  # pragma: no cover - redis[hiredis] is a requirement
     hiredis = None
 
+from ws4redis import metrics
 from ws4redis.exceptions import RedisUnavailableError
 from ws4redis.runtime import Runtime
 from ws4redis.websocket import encode_message
@@ -335,6 +336,7 @@ class PubSubHub:
         channels = list(self._listeners)
         if channels:
             self._send(self._commands.subscribe, channels)
+        metrics.record_reconnect()
         logger.info("Redis pub/sub connection restored; %d channels resubscribed", len(channels))
         return connection
 
@@ -420,17 +422,20 @@ class PubSubHub:
         listeners = self._listeners.get(channel)
         if not listeners:
             return
+        started = time.perf_counter()
         frame = encode_message(payload)
         for listener in list(listeners):
             try:
                 listener.deliver(channel, payload, frame)
             except Exception:
                 logger.exception("Delivering a message on %s failed", channel)
+        metrics.observe_fanout(time.perf_counter() - started)
 
     def _deliver_run(self, channel: str, payloads: list[bytes]) -> None:
         listeners = self._listeners.get(channel)
         if not listeners:
             return
+        started = time.perf_counter()
         frames = [encode_message(payload) for payload in payloads]
         data = b"".join(frames)
         for listener in list(listeners):
@@ -443,6 +448,7 @@ class PubSubHub:
                 deliver_many(channel, payloads, frames, data)
             except Exception:
                 logger.exception("Delivering a message on %s failed", channel)
+        metrics.observe_fanout(time.perf_counter() - started, len(payloads))
 
     @staticmethod
     def _deliver_one(listener: Listener, channel: str, payload: bytes, frame: bytes) -> None:

@@ -153,6 +153,7 @@ class WebSocketServer:
         self._redis = redis_connection
         self._pumps: set[Pump] = set()
         self._slots = ConnectionSlots(self.runtime.lock())
+        self._redis_lock = self.runtime.lock()
 
     @property
     def redis(self) -> redis.Redis:
@@ -160,7 +161,9 @@ class WebSocketServer:
         if self._redis is None:
             from ws4redis.connection import make_client
 
-            self._redis = make_client(runtime=self.runtime)
+            with self._redis_lock:  # building a Cluster client does I/O: build it once
+                if self._redis is None:
+                    self._redis = make_client(runtime=self.runtime)
         return self._redis
 
     def __call__(

@@ -105,8 +105,12 @@ def test_connections_and_messages_are_counted(server, stats, redis_server) -> No
             assert receive_text(ws) == "from redis"
         wait_for_total(
             stats,
-            lambda total: total["messages_in"] >= 1 and total["messages_out"] >= CLIENTS + 9,
-            "the messages to be counted",
+            lambda total: (
+                total["messages_in"] >= 1
+                and total["messages_out"] >= CLIENTS + 9
+                and total["fanout_seconds"]["count"] >= 2
+            ),  # the hub fanned out both messages
+            "the messages and their fan-out to be counted",
         )
     finally:
         for ws in clients:

@@ -141,10 +141,12 @@ def queue_publish(
 ) -> None:
     """Queue on ``pipe`` the script keeping ``payload`` in ``channel``'s history."""
     args = (history["size"], history["ttl"], channel_tag(channel), payload)
+    # EVAL through execute_command: redis-py's cluster pipeline has no eval(), but routes an
+    # EVAL by its keys like any other command.
     if sharded:  # no key shared by every slot: the order across channels is the ids' order
-        pipe.eval(SPUBLISH_SCRIPT, 1, stream_key(channel), *args)
+        pipe.execute_command("EVAL", SPUBLISH_SCRIPT, 1, stream_key(channel), *args)
     else:
-        pipe.eval(PUBLISH_SCRIPT, 2, stream_key(channel), order_key(), *args)
+        pipe.execute_command("EVAL", PUBLISH_SCRIPT, 2, stream_key(channel), order_key(), *args)
 
 
 def order_key() -> str:

@@ -228,3 +228,39 @@ def test_a_thousand_clients_need_a_connection_per_shard(
     )
     assert connections["hub"] <= shards
     assert connections["loop"] <= shards * LOOP_POOL_MAX_CONNECTIONS
+
+
+def test_missed_messages_are_recovered_from_the_channels_own_shard(
+    cluster, cluster_env, start_uwsgi, publisher_settings
+):
+    """With ``WS4REDIS_HISTORY`` on a cluster, each channel's stream lives in the channel's own
+    slot (so on its shard), and a reconnecting client gets what it missed, once and in order."""
+    from tests.integration.test_history import HistoryClient
+    from ws4redis import history
+
+    publisher_settings.WS4REDIS_HISTORY = {"size": 100, "ttl": 120}
+    server = start_uwsgi("tests.sites.cluster_history")
+    try:
+        facilities = spread_facilities(cluster, 3)  # one on each shard
+        for facility, owner in facilities.items():
+            first = HistoryClient(server.port, facility, "subscribe-broadcast")
+            assert first.protocol == history.SUBPROTOCOL
+            first.recv_until_sync()
+            publish = RedisPublisher(facility=facility, broadcast=True).publish_message
+            publish("seen")
+            assert first.recv_envelope()[1] == b"seen"
+            first.sock.close()
+            sent = [f"missed {facility} {n}".encode() for n in range(50)]
+            for message in sent:
+                publish(message)
+            stream = history.stream_key(channel_of(facility))
+            assert owner.client().xlen(stream) == 51, "the stream is not on the channel's shard"
+            again = HistoryClient(
+                server.port, facility, "subscribe-broadcast", last_id=first.last_id
+            )
+            assert [payload for _, payload in again.recv_until_sync()] == sent
+            publish("live")
+            assert again.recv_envelope()[1] == b"live"
+            again.sock.close()
+    finally:
+        server.stop()

@@ -37,6 +37,7 @@ from ws4redis.exceptions import (
     HandshakeError,
     ProtocolError,
     RedisUnavailableError,
+    ServiceUnavailableError,
     TooManyConnectionsError,
 )
 from ws4redis.hub import get_hub
@@ -65,6 +66,7 @@ KNOWN_FLAGS = frozenset((*SUBSCRIBE_FLAGS, *PUBLISH_FLAGS, "echo"))
 #: Seconds to wait for the peer's close frame after we sent ours.
 CLOSE_TIMEOUT = 2.0
 RECV_SIZE = 65536
+GOING_AWAY_REASON = "Server going away; try again"
 
 
 class Transport(Protocol):
@@ -154,6 +156,7 @@ class WebSocketServer:
         self._pumps: set[Pump] = set()
         self._slots = ConnectionSlots(self.runtime.lock())
         self._redis_lock = self.runtime.lock()
+        self._going_away = False  # set by close_all(): the process is about to exit
 
     @property
     def redis(self) -> redis.Redis:
@@ -170,6 +173,8 @@ class WebSocketServer:
         self, environ: dict[str, Any], start_response: Callable[..., Any]
     ) -> Iterable[bytes]:
         metrics.ensure_reporter(self.runtime, lambda: self.redis)
+        if self._going_away:
+            return self.refuse(start_response, ServiceUnavailableError(GOING_AWAY_REASON, 1))
         if not self._slots.acquire(settings.get("WS4REDIS_MAX_CONNECTIONS")):
             logger.warning("WebSocket handshake refused (503): WS4REDIS_MAX_CONNECTIONS reached")
             return self.refuse(start_response, TooManyConnectionsError())
@@ -217,8 +222,9 @@ class WebSocketServer:
         """Close every open WebSocket of this server with ``code`` (a reload, a shutdown).
 
         Waits up to ``timeout`` seconds in all for the connections to end; returns how many
-        there were.
+        there were.  Handshakes that arrive from then on are refused with 503.
         """
+        self._going_away = True
         pumps = list(self._pumps)
         for pump in pumps:
             pump.close(code, reason)

@@ -185,7 +185,7 @@ def connect_when_ready(port: int, facility: str, timeout: float) -> RawClient:
     def connected() -> bool:
         try:
             clients.append(RawClient(port, facility, ECHO))
-        except (OSError, ConnectionError):
+        except (OSError, ConnectionError, AssertionError):  # not up yet, or 503: going away
             return False
         return True
 

@@ -12,9 +12,9 @@ def test_callbacks_run_once_their_deadline_passes_in_deadline_order() -> None:
     watch = DeadlineWatch()
     called: list[str] = []
     done = threading.Event()
+    started = time.monotonic()
     watch.watch(0.2, lambda: (called.append("late"), done.set()))
     watch.watch(0.05, lambda: called.append("early"))
-    started = time.monotonic()
     assert done.wait(5)
     assert called == ["early", "late"]
     assert time.monotonic() - started >= 0.2

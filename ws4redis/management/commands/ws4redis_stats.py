@@ -55,7 +55,8 @@ def format_table(report: dict[str, Any]) -> str:
     """The report as a text table: one row per worker, then the total."""
     rows = [[str(worker["id"])] + _cells(worker) for worker in report["workers"]]
     total = report["total"]
-    rows.append([f"TOTAL ({total['workers']} workers)"] + _cells(total))
+    count = total["workers"]
+    rows.append([f"TOTAL ({count} worker{'' if count == 1 else 's'})"] + _cells(total))
     header = ["WORKER"] + [heading for heading, _ in COLUMNS]
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     rule = "  ".join("-" * width for width in widths)

@@ -6,7 +6,7 @@ every request ``WS4REDIS_HANDSHAKE_TIMEOUT`` seconds from the moment the server 
 until its head is complete; a request still incomplete then is answered with ``408 Request
 Timeout`` and its connection is shut down.  Once the head is read the deadline is off, so a
 WebSocket (or a long response) is never cut by it.  ``ws4redis``'s ``runserver`` command uses
-this class (see :mod:`ws4redis.management.commands.runserver`).
+this class (``ws4redis/management/commands/runserver.py``).
 """
 
 from __future__ import annotations

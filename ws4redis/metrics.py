@@ -272,7 +272,7 @@ def read_snapshots(client: redis.Redis, prefix: str | None = None) -> list[dict[
     pattern = _glob_escape(stats_key("", prefix)) + "*"
     keys = sorted(client.scan_iter(match=pattern, count=1000))
     snapshots = []
-    for key, value in zip(keys, client.mget(keys) if keys else [], strict=True):
+    for key, value in zip(keys, _values(client, keys), strict=True):
         if value is None:
             continue  # expired between SCAN and MGET
         try:
@@ -283,6 +283,15 @@ def read_snapshots(client: redis.Redis, prefix: str | None = None) -> list[dict[
         if isinstance(snapshot, dict) and "id" in snapshot:
             snapshots.append(snapshot)
     return sorted(snapshots, key=lambda snapshot: str(snapshot["id"]))
+
+
+def _values(client: redis.Redis, keys: list[bytes]) -> list[bytes | None]:
+    """``MGET`` of ``keys``; in a Cluster one ``MGET`` per slot (the reports hash apart)."""
+    from ws4redis.connection import is_cluster
+
+    if not keys:
+        return []
+    return client.mget_nonatomic(keys) if is_cluster(client) else client.mget(keys)
 
 
 def _glob_escape(text: str) -> str:

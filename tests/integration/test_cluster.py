@@ -10,6 +10,7 @@ count them with ``CLIENT LIST``.  Figures are printed: run with ``-s``.
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections import Counter
@@ -20,7 +21,13 @@ import pytest
 from tests.integration.test_redis_outage import Crowd, ensure_descriptors
 from tools.redis_topologies import ClusterTopology, ConfiguredRedis, command
 from tools.servers import UwsgiServer, wait_until
-from ws4redis.connection import HUB_CLIENT_NAME, LOOP_CLIENT_NAME, LOOP_POOL_MAX_CONNECTIONS
+from ws4redis.connection import (
+    HUB_CLIENT_NAME,
+    LOOP_CLIENT_NAME,
+    LOOP_POOL_MAX_CONNECTIONS,
+    make_client,
+)
+from ws4redis.metrics import merge_snapshots, read_snapshots, stats_key
 from ws4redis.publisher import RedisPublisher
 
 PREFIX = "ws"  # the example's WS4REDIS_PREFIX
@@ -107,6 +114,27 @@ def worker_connections(cluster: ClusterTopology, pid: int) -> dict[str, int]:
             elif name == f"{LOOP_CLIENT_NAME}-{pid}":
                 counts["loop"] += 1
     return counts
+
+
+def reported_connections(cluster: ClusterTopology) -> int:
+    """The open WebSockets the workers' metrics reports in the cluster add up to."""
+    client = make_client(cluster.url)
+    try:
+        return merge_snapshots(read_snapshots(client, PREFIX))["connections"]
+    finally:
+        client.close()
+
+
+def copy_report(cluster: ClusterTopology, worker: str) -> None:
+    """Store a copy of the (only) worker's report as the report of ``worker``."""
+    client = make_client(cluster.url)
+    try:
+        [key] = client.scan_iter(match=stats_key("*", PREFIX))
+        report = json.loads(client.get(key))
+        report["id"] = worker
+        client.set(stats_key(worker, PREFIX), json.dumps(report), px=60_000)
+    finally:
+        client.close()
 
 
 def test_sharded_delivery_persistence_and_shard_failover(
@@ -216,6 +244,13 @@ def test_a_thousand_clients_need_a_connection_per_shard(
         for crowd in crowds:
             assert crowd.wait(lambda c=crowd: all(b"to all" in x.messages for x in c.clients), 20)
         connections = worker_connections(cluster, server.process.pid)
+        # The worker's metrics report lives in the cluster too, and the reports of several
+        # workers (in different slots: here a copy under another worker id) are all read.
+        wait_until(
+            lambda: reported_connections(cluster) >= clients, 15, f"a report of {clients} clients"
+        )
+        copy_report(cluster, "elsewhere:1")
+        assert reported_connections(cluster) >= 2 * clients
     finally:
         for crowd in crowds:
             crowd.close()

@@ -295,6 +295,39 @@ class ClusterTopology:
         wait_until(promoted, timeout, f"the replica on port {replica.port} to take over")
         return replica
 
+    def move_slot(
+        self, slot: int, source: ConfiguredRedis, target: ConfiguredRedis, timeout: float = 30
+    ) -> None:
+        """Migrate ``slot`` with its keys from master ``source`` to master ``target``.
+
+        The steps of a resharding: IMPORTING on the target, MIGRATING on the source, MIGRATE
+        of the keys, then ``CLUSTER SETSLOT … NODE`` on the target, the source and the other
+        masters; returns once every node sees the target as the owner.
+        """
+        source_id, target_id = node_id(source), node_id(target)
+        command(target, "CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
+        command(source, "CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
+        while keys := command(source, "CLUSTER", "GETKEYSINSLOT", slot, 100):
+            command(source, "MIGRATE", "127.0.0.1", target.port, "", 0, 5000, "KEYS", *keys)
+        for node in [
+            target,
+            source,
+            *(m for m in self.current_masters() if m not in (source, target)),
+        ]:
+            command(node, "CLUSTER", "SETSLOT", slot, "NODE", target_id)
+
+        def settled() -> bool:
+            return all(self._owner_port(node, slot) == target.port for node in self.nodes)
+
+        wait_until(settled, timeout, f"every node to see slot {slot} on port {target.port}")
+
+    @staticmethod
+    def _owner_port(node: ConfiguredRedis, slot: int) -> int | None:
+        for entry in command(node, "CLUSTER SLOTS"):
+            if entry[0] <= slot <= entry[1]:
+                return int(entry[2][1])
+        return None
+
     def stop(self) -> None:
         _stop_all(self.nodes)
 

@@ -219,6 +219,46 @@ def test_sharded_delivery_persistence_and_shard_failover(
     assert "Traceback" not in cluster_server.log(), cluster_server.log()
 
 
+def test_a_slot_moved_to_another_master_is_followed(cluster, cluster_server, publisher_settings):
+    """A resharding moves a channel's slot (and its persisted key) to another master: the old
+    owner drops the subscription (``sunsubscribe``), the hub subscribes on the new owner, and
+    messages published afterwards reach every client once."""
+    from redis.crc import key_slot
+
+    [(facility, source)] = spread_facilities(cluster, 1).items()
+    channel = channel_of(facility)
+    target = next(m for m in cluster.current_masters() if m is not source)
+    RedisPublisher(facility=facility, broadcast=True).publish_message("kept")
+    with Crowd(cluster_server.port, f"/ws/{facility}?subscribe-broadcast", 10) as crowd:
+        assert crowd.wait(lambda: all(b"kept" in c.messages for c in crowd.clients), TIMEOUT)
+        assert shardnumsub(source, channel) == 1
+        started = time.monotonic()
+        cluster.move_slot(key_slot(channel.encode()), source, target)
+        moved = time.monotonic()
+        wait_until(
+            lambda: shardnumsub(target, channel) == 1,
+            RESUBSCRIBE_BOUND,
+            "the hub to subscribe on the slot's new owner",
+        )
+        resubscribed = time.monotonic()
+        with crowd.condition:
+            for client in crowd.clients:
+                client.messages = CountingMessages()
+        RedisPublisher(facility=facility, broadcast=True).publish_message("after the move")
+        assert crowd.wait(
+            lambda: all(b"after the move" in c.messages for c in crowd.clients), TIMEOUT
+        )
+        with crowd.condition:
+            counts = [client.messages.counts[b"after the move"] for client in crowd.clients]
+    print(
+        f"\nslot move {source.port} -> {target.port}: migrated in {moved - started:.2f} s, "
+        f"the hub subscribed on the new owner {resubscribed - moved:.2f} s later"
+    )
+    assert counts == [1] * 10
+    assert shardnumsub(source, channel) == 0
+    assert "Traceback" not in cluster_server.log(), cluster_server.log()
+
+
 def test_a_thousand_clients_need_a_connection_per_shard(
     cluster, cluster_env, start_uwsgi, publisher_settings
 ):

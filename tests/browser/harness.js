@@ -31,6 +31,7 @@
             connected: 0,
             messages: [],
             closes: [],
+            gaps: [],
             this_is_client: [],
             log: [],
             client: null
@@ -46,6 +47,9 @@
             },
             receive_message: function (data) {
                 record.messages.push(describe(data));
+            },
+            history_gap: function (tags) {
+                record.gaps.push(tags);
             },
             disconnected: function (event, retry_in) {
                 record.closes.push({
@@ -82,6 +86,7 @@
             connected: record.connected,
             messages: record.messages,
             closes: record.closes,
+            gaps: record.gaps,
             this_is_client: record.this_is_client,
             log: record.log,
             state: client ? client.get_state() : null,

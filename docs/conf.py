@@ -77,7 +77,8 @@ nitpick_ignore = [
     ("py:class", "redis.Redis"),
     ("py:class", "redis.client.Redis"),
     ("py:class", "redis.connection.Connection"),
-    # the standard library's abstract collections used in annotations
+    # the standard library's collections used in annotations
+    ("py:class", "collections.Counter"),
     ("py:class", "collections.abc.Callable"),
     ("py:class", "collections.abc.Iterable"),
     ("py:class", "collections.abc.Mapping"),

@@ -26,7 +26,7 @@ ROOT = HERE.parent
 if str(ROOT) not in sys.path:  # nosetests run from this directory: make ``tools`` importable
     sys.path.insert(0, str(ROOT))
 
-from tools.servers import RedisServer, UwsgiServer  # noqa: E402
+from tools.servers import RedisServer, UwsgiServer, raise_fd_limit  # noqa: E402
 
 URL_VARIABLE = "WS4REDIS_STRESS_URL"
 DEFAULT_URL = "ws://localhost:8000/ws/"
@@ -58,20 +58,13 @@ def raise_descriptor_limit(needed: int) -> None:
 
     Fails with a message saying what to do when the hard limit is lower than ``needed``.
     """
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft == resource.RLIM_INFINITY or soft >= needed:
-        return
-    if hard != resource.RLIM_INFINITY and hard < needed:
-        message = (
-            f"{CLIENTS} concurrent WebSockets need {needed} open files, but the hard limit of "
-            f"this process is {hard} (`ulimit -Hn`). Raise it (`ulimit -n {needed}` as root, or "
-            f"`nofile` in /etc/security/limits.conf), or run fewer clients with "
-            f"WS4REDIS_STRESS_CLIENTS={max(hard - SPARE_DESCRIPTORS, 1)}."
-        )
-        print(message, file=sys.stderr)
-        raise RuntimeError(message)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
-    print(f"raised the soft limit of open files from {soft} to {needed}")
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    fewer = max(hard - SPARE_DESCRIPTORS, 1) if hard != resource.RLIM_INFINITY else CLIENTS
+    try:
+        raise_fd_limit(needed, f", or run fewer clients with WS4REDIS_STRESS_CLIENTS={fewer}")
+    except RuntimeError as exc:
+        print(exc, file=sys.stderr)
+        raise
 
 
 class StressServer:

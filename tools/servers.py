@@ -9,6 +9,7 @@ from __future__ import annotations
 import http.client
 import os
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -194,13 +195,7 @@ class UwsgiServer:
 
     def stop(self) -> None:
         """Stop uWSGI (SIGINT: immediate shutdown) and wait for it."""
-        if self.process and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGINT)
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(10)
+        stop_group(self.process, signal.SIGINT)
 
 
 # -- any server process; the deployments' web servers -----------------------------------------
@@ -219,6 +214,37 @@ def render_template(path: Path, values: Mapping[str, str]) -> str:
     if left:
         raise ValueError(f"no value for {', '.join(left)} in {path}")
     return text
+
+
+def stop_group(process: subprocess.Popen[bytes] | None, signum: int) -> None:
+    """Send ``signum`` to the process group of ``process`` (a session leader) and wait for it;
+    SIGKILL for the group when it has not exited after 15 s."""
+    if process is None or process.poll() is not None:
+        return
+    os.killpg(process.pid, signum)
+    try:
+        process.wait(15)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(10)
+
+
+def raise_fd_limit(needed: int, advice: str = "") -> None:
+    """Raise this process's soft ``RLIMIT_NOFILE`` to ``needed`` (servers started later inherit it).
+
+    Raises ``RuntimeError`` saying what to do when the hard limit is lower; ``advice`` is added
+    to that message.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return
+    if hard != resource.RLIM_INFINITY and hard < needed:
+        raise RuntimeError(
+            f"{needed} open files are needed, but the hard limit of this process is {hard} "
+            f"(`ulimit -Hn`): raise it (`ulimit -n {needed}` as root, or `nofile` in "
+            f"/etc/security/limits.conf){advice}."
+        )
+    resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
 
 
 def live_processes() -> list[tuple[int, int, int]]:
@@ -414,7 +440,24 @@ http {{
 """
 
 
-class NginxServer(ServerProcess):
+class WebServer(ServerProcess):
+    """A web server listening on ``self.port``, its files in the directory ``self.prefix``."""
+
+    port: int
+    prefix: Path
+
+    def start(self, ready: Callable[[], bool] | None = None, timeout: float = 30) -> WebServer:
+        """Start the server and wait until it accepts connections on its port."""
+        super().start(ready or (lambda: port_open(self.port)), timeout)
+        return self
+
+    def stop(self, timeout: float = 15) -> None:
+        """Stop the server and remove its directory."""
+        super().stop(timeout)
+        shutil.rmtree(self.prefix, ignore_errors=True)
+
+
+class NginxServer(WebServer):
     """NGINX in the foreground with a minimal main configuration around one ``server`` block.
 
     ``site`` is the text of the server block (a rendered ``deploy/nginx`` template); it listens
@@ -458,16 +501,6 @@ class NginxServer(ServerProcess):
             extra_logs=[self.prefix / "error.log"],
         )
 
-    def start(self, ready: Callable[[], bool] | None = None, timeout: float = 30) -> NginxServer:
-        """Start NGINX and wait until it accepts connections on its port."""
-        super().start(ready or (lambda: port_open(self.port)), timeout)
-        return self
-
-    def stop(self, timeout: float = 15) -> None:
-        """Stop NGINX and remove its prefix directory."""
-        super().stop(timeout)
-        shutil.rmtree(self.prefix, ignore_errors=True)
-
 
 def nginx_binary() -> str:
     """The ``nginx`` binary (Debian: ``/usr/sbin/nginx``)."""
@@ -501,7 +534,7 @@ Include {site}
 """
 
 
-class ApacheServer(ServerProcess):
+class ApacheServer(WebServer):
     """Apache httpd 2.4 in the foreground, its modules loaded from ``module_dir``.
 
     ``site`` is a configuration file to include (``deploy/apache/chatserver.conf``);
@@ -539,16 +572,6 @@ class ApacheServer(ServerProcess):
             stop_signal=signal.SIGTERM,
             extra_logs=[self.prefix / "error.log"],
         )
-
-    def start(self, ready: Callable[[], bool] | None = None, timeout: float = 30) -> ApacheServer:
-        """Start Apache and wait until it accepts connections on its port."""
-        super().start(ready or (lambda: port_open(self.port)), timeout)
-        return self
-
-    def stop(self, timeout: float = 15) -> None:
-        """Stop Apache and remove its directory."""
-        super().stop(timeout)
-        shutil.rmtree(self.prefix, ignore_errors=True)
 
 
 def apache_binary() -> str:

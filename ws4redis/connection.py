@@ -256,24 +256,15 @@ def make_client(
     if isinstance(spec, ClusterConfig):
         return _cluster_client(spec, timeout, runtime)  # type: ignore[return-value]
     connection_class, kwargs = pool_spec(spec)
-    kwargs.setdefault("socket_timeout", timeout)
-    kwargs.setdefault("socket_connect_timeout", timeout)
+    kwargs = {**_pool_options(timeout, runtime), **kwargs}  # the URL's own options win
     pool: redis.ConnectionPool
     if runtime is None:
         pool = redis.BlockingConnectionPool(
-            connection_class=connection_class,
-            max_connections=POOL_MAX_CONNECTIONS,
-            timeout=POOL_WAIT_TIMEOUT,
-            **kwargs,
+            connection_class=connection_class, timeout=POOL_WAIT_TIMEOUT, **kwargs
         )
     else:
-        kwargs.setdefault("client_name", _client_name(LOOP_CLIENT_NAME))
-        pool = CooperativeConnectionPool(
-            gate=runtime.semaphore(LOOP_POOL_MAX_CONNECTIONS),
-            connection_class=connection_class,
-            max_connections=LOOP_POOL_MAX_CONNECTIONS,
-            **kwargs,
-        )
+        gate = runtime.semaphore(kwargs["max_connections"])
+        pool = CooperativeConnectionPool(gate=gate, connection_class=connection_class, **kwargs)
     return redis.Redis(connection_pool=pool)
 
 
@@ -399,27 +390,7 @@ def _sentinel_manager(spec: SentinelConfig, timeout: float) -> redis.sentinel.Se
     return redis.sentinel.Sentinel(list(spec.sentinels), sentinel_kwargs=sentinel_kwargs)
 
 
-_loop_cluster_clients: dict[tuple[int, str, str, float], Any] = {}
-_loop_cluster_locks: dict[tuple[int, str], Any] = {}
-
-
 def _cluster_client(
-    spec: ClusterConfig, timeout: float, runtime: Runtime | None
-) -> redis.cluster.RedisCluster:
-    if runtime is None:
-        return _new_cluster_client(spec, timeout, None)
-    # Building a cluster client reads the slot table over the network: greenlets asking for the
-    # loop's client at the same moment must wait for that one instead of each building theirs.
-    key = (os.getpid(), runtime.name, repr(spec), timeout)
-    lock = _loop_cluster_locks.setdefault(key[:2], runtime.lock())
-    with lock:
-        client = _loop_cluster_clients.get(key)
-        if client is None:
-            client = _loop_cluster_clients[key] = _new_cluster_client(spec, timeout, runtime)
-    return client
-
-
-def _new_cluster_client(
     spec: ClusterConfig, timeout: float, runtime: Runtime | None
 ) -> redis.cluster.RedisCluster:
     kwargs = {**spec.connection_kwargs, **_pool_options(timeout, runtime)}

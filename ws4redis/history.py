@@ -35,6 +35,7 @@ from urllib.parse import parse_qsl
 
 from ws4redis import settings
 from ws4redis.exceptions import HandshakeError
+from ws4redis.websocket import select_subprotocol as first_offered
 
 if TYPE_CHECKING:
     import redis
@@ -83,7 +84,7 @@ def channel_tag(channel: str) -> str:
 
 def parse_id(value: str | bytes) -> StreamId:
     """A stream id ``"MS-SEQ"`` as a comparable pair; ``ValueError`` when malformed."""
-    text = value.decode("ascii") if isinstance(value, (bytes, bytearray)) else value
+    text = _text(value)
     match = _ID.match(text)
     if match is None:
         raise ValueError(f"not a stream id: {text!r}")
@@ -292,7 +293,7 @@ def select_subprotocol(protocols: Sequence[str], cursor: HistoryCursor | None) -
     """Ours when the client opted in; otherwise the first offered one that is not ours."""
     if cursor is not None:
         return SUBPROTOCOL
-    return next((p for p in protocols if p != SUBPROTOCOL), None)
+    return first_offered(p for p in protocols if p != SUBPROTOCOL)
 
 
 class Enveloped:

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 import redis
+from redis.crc import key_slot as _crc_key_slot
 
 try:
     import hiredis
@@ -229,12 +230,13 @@ class PubSubHub:
                 self._runtime.spawn(self._watch_health)
 
     def _connect(self) -> redis.Connection:
+        connection = None
         try:
-            connection = self._connection_factory()
+            connection = self._connection_factory()  # asks Sentinel, under Sentinel
             connection.connect()
         except REDIS_ERRORS as exc:
             logger.warning("Redis pub/sub connection failed: %s", exc)
-            if "connection" in locals():
+            if connection is not None:
                 connection.disconnect()
             raise RedisUnavailableError() from exc
         return connection
@@ -643,9 +645,7 @@ SLOTS = 16384
 
 def key_slot(channel: bytes) -> int:
     """The cluster hash slot of ``channel`` (hash tags ``{…}`` respected)."""
-    from redis.crc import key_slot as slot_of
-
-    return int(slot_of(channel))
+    return int(_crc_key_slot(channel))
 
 
 Hub = PubSubHub | ShardedHub

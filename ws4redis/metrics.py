@@ -23,6 +23,7 @@ import os
 import socket
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -178,7 +179,7 @@ class Counters:
         self.connections = 0
         self.handshakes_accepted = 0
         #: Refused handshakes per HTTP status.
-        self.handshakes_refused: dict[int, int] = {}
+        self.handshakes_refused: Counter[int] = Counter()
         #: Data messages received from clients (heartbeats aside).
         self.messages_in = 0
         #: Data messages written to clients (heartbeats aside).
@@ -186,7 +187,7 @@ class Counters:
         #: Bytes written to clients after the 101, frames of every kind.
         self.bytes_out = 0
         #: Connections the server closed because of a limit, per close code.
-        self.closed_by_limit: dict[int, int] = {}
+        self.closed_by_limit: Counter[int] = Counter()
         self.redis_reconnects = 0
         #: Seconds the hub spent handing one message to its local listeners.
         self.fanout = Histogram()
@@ -206,15 +207,13 @@ counters = Counters()
 
 def record_refused(status: int) -> None:
     """Count a handshake refused with HTTP ``status``."""
-    refused = counters.handshakes_refused
-    refused[status] = refused.get(status, 0) + 1
+    counters.handshakes_refused[status] += 1
 
 
 def record_close(code: int) -> None:
     """Count a connection the server closed with ``code``, when that code means a limit."""
     if code in LIMIT_CLOSE_CODES:
-        closed = counters.closed_by_limit
-        closed[code] = closed.get(code, 0) + 1
+        counters.closed_by_limit[code] += 1
 
 
 def record_reconnect() -> None:

@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from ws4redis import settings
+from ws4redis.history import queue_publish
 
 if TYPE_CHECKING:
     import redis
@@ -206,33 +207,20 @@ class RedisStore:
             return 0
         pipe = self._connection.pipeline(transaction=False)
         publish = pipe.spublish if self._sharded else pipe.publish
+        persist = bool(expire and expire > 0)
         history = settings.get("WS4REDIS_HISTORY")
-        if history is not None:
-            return self._publish_kept(pipe, publish, payloads, expire, history)
         for payload in payloads:
             for channel in self._publishers:
-                if expire and expire > 0:
+                if persist:
                     pipe.set(channel, payload, ex=expire)
                 publish(channel, payload)
+                if history is not None:  # the history script returns its own count too
+                    queue_publish(pipe, channel, payload, history, sharded=self._sharded)
         results = pipe.execute()
-        counts = results[1::2] if expire and expire > 0 else results
-        return int(sum(counts))
-
-    def _publish_kept(
-        self, pipe: Any, publish: Any, payloads: list[RedisMessage], expire: int, history: Any
-    ) -> int:
-        """``WS4REDIS_HISTORY`` is on: publish as usual and keep each message in its stream."""
-        from ws4redis.history import queue_publish
-
-        for payload in payloads:
-            for channel in self._publishers:
-                if expire and expire > 0:
-                    pipe.set(channel, payload, ex=expire)
-                publish(channel, payload)
-                queue_publish(pipe, channel, payload, history, sharded=self._sharded)
-        results = pipe.execute()
-        counts = results[1::3] + results[2::3] if expire and expire > 0 else results
-        return int(sum(counts))
+        if persist:  # leave out the replies of the SETs, first of each channel's commands
+            step = len(results) // (len(payloads) * len(self._publishers))
+            results = [r for i, r in enumerate(results) if i % step]
+        return int(sum(results))
 
 
 def _as_message(message: RedisMessage | str | bytes | None) -> RedisMessage | None:

@@ -103,8 +103,7 @@ class RedisSubscriber(RedisStore):
         self._subscriptions.extend(channels)
 
     def _hub_channels(self, channels: list[str]) -> list[str]:
-        history = getattr(self, "history", None)
-        return channels if history is None else history.hub_channels(channels)
+        return channels if self.history is None else self.history.hub_channels(channels)
 
     def deliver(self, channel: str, payload: bytes, frame: bytes | None) -> None:
         """Take a message from the hub (called by the hub, never blocks)."""

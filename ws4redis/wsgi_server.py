@@ -55,7 +55,6 @@ from ws4redis.websocket import (
     WebSocketProtocol,
     check_handshake,
     encode_message,
-    select_subprotocol,
 )
 
 __all__ = ["WebSocketServer", "WebsocketWSGIServer", "default_process_request", "parse_channels"]
@@ -186,11 +185,7 @@ class WebSocketServer:
             self._slots.release()
             return self.refuse(start_response, _handshake_error(exc))
         try:
-            subprotocol = (
-                history.select_subprotocol(handshake.protocols, subscriber.history)
-                if history.SUBPROTOCOL in handshake.protocols
-                else select_subprotocol(handshake.protocols)
-            )
+            subprotocol = history.select_subprotocol(handshake.protocols, subscriber.history)
             transport = self.upgrade(environ, start_response, handshake, subprotocol)
         except Exception:
             self._slots.release()
@@ -263,7 +258,7 @@ class WebSocketServer:
         """
         pump = Pump(subscriber, self.runtime, wake, echo="echo" in self._channels_of(request))
         try:
-            if getattr(subscriber, "history", None) is not None:  # opted in to recovery
+            if subscriber.history is not None:  # opted in to recovery
                 history.send_backlog(subscriber, self.redis, pump)
             else:
                 subscriber.send_persisted_messages(pump)
@@ -477,6 +472,7 @@ class Pump:
             if not data:
                 return True
         frame = data
+        # The same steps as in _kick, written out: this runs once per recipient of a message.
         try:
             sent = self._send_nowait(frame)  # type: ignore[misc]
         except OSError as exc:
@@ -653,8 +649,7 @@ class Pump:
         ):
             chunks.append(self._heartbeat_frame)
         if self._subscriber.overflowed and self._close_frame is None:
-            logger.warning("Closing a WebSocket whose client reads too slowly")
-            self.close(CloseCode.POLICY_VIOLATION, "client too slow")
+            self._overflow()
         close_frame = self._close_frame
         if close_frame is not None:
             chunks.append(close_frame)

@@ -46,7 +46,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import shutil
 import signal
 import statistics
@@ -69,7 +68,16 @@ if str(ROOT) not in sys.path:
 
 from sendfloor import send_cost_us  # noqa: E402
 
-from tools.servers import RedisServer, free_port, port_open, uwsgi_binary, wait_until  # noqa: E402
+from tools.servers import (  # noqa: E402
+    RedisServer,
+    children_of,
+    free_port,
+    port_open,
+    raise_fd_limit,
+    stop_group,
+    uwsgi_binary,
+    wait_until,
+)
 
 SYSTEMS = ("ws4redis", "ws4redis-2w", "channels-uvicorn", "channels-daphne", "ceiling")
 PEERS = ("channels-uvicorn", "channels-daphne")
@@ -122,16 +130,6 @@ def ensure_node_modules() -> None:
     stamp.touch()
 
 
-def raise_fd_limit(needed: int) -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < needed:
-        target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
-        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-        soft = target
-    if soft < needed:
-        raise SystemExit(f"need {needed} file descriptors, the hard limit is {hard}")
-
-
 # -- processes --------------------------------------------------------------------------------
 
 
@@ -151,17 +149,6 @@ def renice_session(pid: int) -> None:
             Path(f"/proc/{pid}/autogroup").write_text(str(NICE))
         except OSError:
             pass
-
-
-def proc_children(pid: int) -> list[int]:
-    children: list[int] = []
-    try:
-        for task in os.listdir(f"/proc/{pid}/task"):
-            text = Path(f"/proc/{pid}/task/{task}/children").read_text()
-            children += [int(c) for c in text.split()]
-    except OSError:
-        pass
-    return children
 
 
 def rss_kib(pid: int) -> int:
@@ -256,7 +243,7 @@ class Server:
         """The processes that hold the WebSockets (uWSGI: the workers, not the master)."""
         assert self.process is not None
         if self.name.startswith("ws4redis"):
-            return proc_children(self.process.pid)
+            return children_of(self.process.pid)
         return [self.process.pid]
 
     def rss_kib(self) -> int:
@@ -269,13 +256,7 @@ class Server:
         return sum(run_delay_seconds(pid) for pid in self.pids())
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGINT)
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(10)
+        stop_group(self.process, signal.SIGINT)
 
 
 def make_server(system: str, redis: RedisServer, max_clients: int) -> Server:

@@ -35,7 +35,7 @@ from tests.integration.test_graceful_reload import (
     RECONNECT_DEADLINE,
     describe,
 )
-from tests.integration.test_redis_outage import Crowd, ensure_descriptors
+from tests.integration.test_redis_outage import Crowd
 from tools.servers import (
     ROOT,
     RedisServer,
@@ -43,6 +43,7 @@ from tools.servers import (
     free_port,
     http_answers,
     process_group_members,
+    raise_fd_limit,
     unix_socket_ready,
     uwsgi_binary,
     wait_until,
@@ -109,7 +110,7 @@ EMPEROR_SCAN = 3.0
 def test_vassal_reload_closes_every_websocket_with_1001(emperor: Emperor) -> None:
     """Touching the WebSocket vassal's file makes the emperor reload it gracefully: its clients,
     connected through the emperor's router, each get 1001 and can connect again at once."""
-    ensure_descriptors(4 * CLIENTS + 1024)
+    raise_fd_limit(4 * CLIENTS + 1024)
     vassal = ROOT / "vassals" / "wsserver.ini"
     with logs_on_failure(emperor), Crowd(emperor.port, PATH, CLIENTS) as crowd:
         assert not crowd.ping_all(), "not every WebSocket was being served before the reload"

@@ -18,9 +18,9 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.integration.test_redis_outage import Crowd, ensure_descriptors
+from tests.integration.test_redis_outage import Crowd
 from tools.redis_topologies import ClusterTopology, ConfiguredRedis, command
-from tools.servers import UwsgiServer, wait_until
+from tools.servers import UwsgiServer, raise_fd_limit, wait_until
 from ws4redis.connection import (
     HUB_CLIENT_NAME,
     LOOP_CLIENT_NAME,
@@ -140,7 +140,7 @@ def copy_report(cluster: ClusterTopology, worker: str) -> None:
 def test_sharded_delivery_persistence_and_shard_failover(
     cluster, cluster_server, publisher_settings
 ):
-    ensure_descriptors(FACILITIES * CLIENTS_PER_FACILITY + 1024)
+    raise_fd_limit(FACILITIES * CLIENTS_PER_FACILITY + 1024)
     facilities = spread_facilities(cluster, FACILITIES)
     for facility in facilities:  # persisted before anyone connects
         RedisPublisher(facility=facility, broadcast=True).publish_message(f"kept {facility}")
@@ -262,10 +262,7 @@ def test_a_slot_moved_to_another_master_is_followed(cluster, cluster_server, pub
 def test_a_thousand_clients_need_a_connection_per_shard(
     cluster, cluster_env, start_uwsgi, publisher_settings
 ):
-    try:
-        ensure_descriptors(2 * MANY_CLIENTS + 2048)
-    except (ValueError, OSError) as exc:
-        pytest.fail(f"cannot raise the open-files limit to {2 * MANY_CLIENTS + 2048}: {exc}")
+    raise_fd_limit(2 * MANY_CLIENTS + 2048)
     facilities = spread_facilities(cluster, 25)
     server = start_uwsgi(
         "tests.sites.cluster", args=["--gevent", "2000", "--http-websockets", "--module", "wsgi"]

@@ -21,7 +21,6 @@ import base64
 import functools
 import os
 import re
-import resource
 import socket
 import struct
 import time
@@ -35,7 +34,7 @@ import redis
 import websocket
 
 from tests.conftest import login
-from tools.servers import RedisServer, UwsgiServer
+from tools.servers import RedisServer, UwsgiServer, raise_fd_limit
 from ws4redis.connection import LOOP_POOL_MAX_CONNECTIONS
 from ws4redis.publisher import RedisPublisher
 from ws4redis.websocket import FrameDecoder, Opcode, encode_close, encode_frame
@@ -900,16 +899,9 @@ def process_tree(pid: int) -> list[int]:
     return tree
 
 
-def ensure_descriptors(needed: int) -> None:
-    """Raise this process's soft ``RLIMIT_NOFILE`` to ``needed`` when it is lower."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != resource.RLIM_INFINITY and soft < needed:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (min(needed, hard), hard))
-
-
 def test_300_clients_share_one_redis_subscription(start_site, redis_server, redis_client):
     count = 300
-    ensure_descriptors(count + 1024)
+    raise_fd_limit(count + 1024)
     server = start_site()
     facility = f"crowd-{uuid.uuid4().hex[:8]}"
 

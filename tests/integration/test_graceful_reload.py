@@ -31,8 +31,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.test_redis_outage import Client, Crowd, ensure_descriptors, worker_pids
-from tools.servers import UwsgiServer, wait_until
+from tests.integration.test_redis_outage import Client, Crowd, worker_pids
+from tools.servers import UwsgiServer, raise_fd_limit, wait_until
 
 CLIENTS = 100
 PATH = "/ws/reload?subscribe-broadcast"
@@ -114,7 +114,7 @@ def touch_file(tmp_path: Path) -> Path:
     ids=["sighup", "touch-reload"],
 )
 def test_reload_closes_every_websocket_with_1001(trigger, extra_args, start_uwsgi, touch_file):
-    ensure_descriptors(2 * CLIENTS + 1024)
+    raise_fd_limit(2 * CLIENTS + 1024)
     args = [*SERVER_ARGS, *(arg.format(touch_file=touch_file) for arg in extra_args)]
     server = start_uwsgi(args=args)
     try:
@@ -124,7 +124,7 @@ def test_reload_closes_every_websocket_with_1001(trigger, extra_args, start_uwsg
 
 
 def test_shutdown_closes_every_websocket_with_1001(start_uwsgi):
-    ensure_descriptors(CLIENTS + 1024)
+    raise_fd_limit(CLIENTS + 1024)
     server = start_uwsgi(args=SERVER_ARGS)
     try:
         with Crowd(server.port, PATH, CLIENTS) as crowd:

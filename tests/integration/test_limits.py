@@ -32,9 +32,8 @@ from tests.integration.test_conformance import (
     refused_handshake,
     unique,
 )
-from tests.integration.test_redis_outage import ensure_descriptors
 from tests.sites import limits
-from tools.servers import RedisServer, UwsgiServer
+from tools.servers import RedisServer, UwsgiServer, raise_fd_limit
 from ws4redis.websocket import encode_frame
 
 RATE = limits.WS4REDIS_MAX_MESSAGES_PER_SECOND
@@ -222,7 +221,7 @@ def test_stalled_handshake_is_dropped_after_the_timeout(site: LimitedSite) -> No
 
 
 def test_new_client_connects_at_once_despite_500_stalled_handshakes(site: LimitedSite) -> None:
-    ensure_descriptors(4 * HALF_OPEN)
+    raise_fd_limit(4 * HALF_OPEN)
     facility = unique("slowloris")
     stalled = [stalled_handshake(site.port) for _ in range(HALF_OPEN)]
     try:

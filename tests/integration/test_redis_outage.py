@@ -28,7 +28,6 @@ from __future__ import annotations
 import base64
 import os
 import re
-import resource
 import selectors
 import socket
 import threading
@@ -43,7 +42,7 @@ import pytest
 import redis
 
 from tests.conftest import server_env
-from tools.servers import RedisServer, UwsgiServer
+from tools.servers import RedisServer, UwsgiServer, raise_fd_limit
 from ws4redis.publisher import RedisPublisher
 from ws4redis.websocket import FrameDecoder, Opcode, encode_frame
 
@@ -286,13 +285,6 @@ class Crowd:
             return [client.messages.get(message) for client in self.clients]
 
 
-def ensure_descriptors(needed: int) -> None:
-    """Raise this process's soft ``RLIMIT_NOFILE`` to ``needed`` when it is lower."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != resource.RLIM_INFINITY and soft < needed:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (min(needed, hard), hard))
-
-
 def worker_pids(server: UwsgiServer) -> list[int]:
     """The pids of the workers uWSGI's master spawned so far, from its log."""
     return [int(pid) for pid in WORKER_SPAWNED.findall(server.log())]
@@ -392,7 +384,7 @@ def assert_publish_fails_fast(facility: str) -> float:
 def test_websockets_ride_through_a_redis_crash(
     outage, own_redis, outage_server, publisher_settings
 ):
-    ensure_descriptors(CLIENTS + 1024)
+    raise_fd_limit(CLIENTS + 1024)
     facility = f"outage-{uuid.uuid4().hex[:8]}"
     channel = f"{PREFIX}:broadcast:{facility}"
     path = f"/ws/{facility}?subscribe-broadcast"

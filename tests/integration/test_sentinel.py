@@ -17,9 +17,9 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.integration.test_redis_outage import Crowd, ensure_descriptors
+from tests.integration.test_redis_outage import Crowd
 from tools.redis_topologies import SentinelTopology, command
-from tools.servers import UwsgiServer
+from tools.servers import UwsgiServer, raise_fd_limit
 from ws4redis.connection import SENTINEL_CHECK_INTERVAL
 from ws4redis.publisher import RedisPublisher
 
@@ -62,7 +62,7 @@ def numsub(sentinel: SentinelTopology, address: tuple[str, int], channel: str) -
 
 
 def test_websockets_follow_a_sentinel_failover(sentinel, sentinel_server, publisher_settings):
-    ensure_descriptors(CLIENTS + 1024)
+    raise_fd_limit(CLIENTS + 1024)
     facility = f"sentinel-{uuid.uuid4().hex[:8]}"
     channel = f"{PREFIX}:broadcast:{facility}"
     with Crowd(sentinel_server.port, f"/ws/{facility}?subscribe-broadcast", CLIENTS) as crowd:

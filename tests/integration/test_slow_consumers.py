@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import base64
 import os
-import resource
 import selectors
 import socket
 import statistics
@@ -55,7 +54,7 @@ import redis
 
 from tests.conftest import login
 from tests.sites import small_queue
-from tools.servers import RedisServer, UwsgiServer, wait_until
+from tools.servers import RedisServer, UwsgiServer, raise_fd_limit, wait_until
 
 HEALTHY = 1000
 STALLED = 10
@@ -455,17 +454,6 @@ def read_to_end(sock: socket.socket, first: bytes, deadline: float) -> tuple[byt
         data += chunk
 
 
-def ensure_descriptors(needed: int) -> None:
-    """Raise this process's soft ``RLIMIT_NOFILE`` to ``needed``, or fail saying why not."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft == resource.RLIM_INFINITY or soft >= needed:
-        return
-    assert hard == resource.RLIM_INFINITY or hard >= needed, (
-        f"this test needs {needed} open files; the hard limit is {hard}: raise `ulimit -n`"
-    )
-    resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
-
-
 def percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
@@ -491,7 +479,7 @@ def outcome(
     start_uwsgi: Callable[..., UwsgiServer], redis_server: RedisServer
 ) -> Iterator[Outcome]:
     """Run the scenario once for all tests of this module."""
-    ensure_descriptors(2 * HEALTHY + STALLED + 1024)  # this process, and the servers it starts
+    raise_fd_limit(2 * HEALTHY + STALLED + 1024)  # this process, and the servers it starts
     servers = {
         group: start_uwsgi("tests.sites.small_queue", args=SERVER_ARGS)
         for group in (BASELINE, WITH_STALLED)
